@@ -1,1 +1,575 @@
-fn main() {}
+//! `picket-collector`: the command line. Parses arguments, reads the clock and files, and maps
+//! errors to exit codes; the work happens in the library.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use picket_collector::datadir::{self, DataDir};
+use picket_collector::ingest::{self, Defaults};
+use picket_collector::publish::{self, Input};
+use picket_collector::rootdoc::{self, Rotation};
+use picket_collector::store::Publication;
+use picket_collector::{parse_duration, CollectorError};
+use picket_proto::{rfc3339, Content, PublicKey, Role, SetFile, Severity, SigningKey, Snapshot, Tlp};
+
+const EXIT_HELP: &str = "Exit status: 0 success, 2 error (the message on stderr names what failed).";
+
+#[derive(Parser)]
+#[command(name = "picket-collector", version, about = "Picket collector: ingest indicators, publish signed sets", after_help = EXIT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: configuration, online keys, database, root version 1 and the
+    /// trust anchor (root.pub). The root private key is written apart from DIR.
+    Init {
+        /// The data directory to create.
+        #[arg(long)]
+        data: PathBuf,
+        /// The organisation's name.
+        #[arg(long, default_value = "Picket")]
+        org: String,
+        /// Where to write the root private key (default: beside DIR, as DIR.root-OFFLINE.key).
+        #[arg(long)]
+        root_key: Option<PathBuf>,
+    },
+    /// Ingest indicator files. Each file is all or nothing: a bad line stores nothing from it.
+    Ingest {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The source name to record (default: the file name).
+        #[arg(long)]
+        source: Option<String>,
+        /// TLP for these indicators (default: ingest.default_tlp in picket.toml).
+        #[arg(long)]
+        tlp: Option<String>,
+        /// Files to ingest.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Compile and sign a new set version on every channel, with deltas from recent versions.
+    Publish {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Manifest lifetime, overriding the channel's configuration (e.g. 10m, 30d).
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Timestamp lifetime, overriding the channel's configuration.
+        #[arg(long)]
+        timestamp_lifetime: Option<String>,
+        /// Publish a new version even when the content has not changed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Re-sign freshness for the current set version (the set version does not change).
+    Timestamp {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The channel.
+        #[arg(long, default_value = "default")]
+        channel: String,
+        /// Timestamp lifetime (default: the channel's configuration). Offline sites want days.
+        #[arg(long)]
+        lifetime: Option<String>,
+    },
+    /// Write the current signed set, with the root chain it needs, to one file.
+    ExportSet {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The channel.
+        #[arg(long, default_value = "default")]
+        channel: String,
+        /// Carry a delta from this set version instead of the full snapshot.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Root documents: made, signed and rotated on an offline machine.
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Online keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum RootCommand {
+    /// Generate a root private key (offline). Prints its public key.
+    Keygen {
+        /// The key file to write (0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a root document.
+    Show {
+        /// The root file.
+        file: PathBuf,
+    },
+    /// Write the root in force to a file, to carry to the offline machine.
+    Export {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make the next root version from the current one (offline), signed by --sign keys. It
+    /// needs the old root threshold and the new one; more signatures can be added with `sign`.
+    Rotate {
+        /// The current root file.
+        #[arg(long)]
+        current: PathBuf,
+        /// The new root file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Root public keys to add (ed25519:<hex>).
+        #[arg(long)]
+        add_key: Vec<String>,
+        /// Root public keys to remove.
+        #[arg(long)]
+        remove_key: Vec<String>,
+        /// The new root threshold.
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// The channel whose online keys change.
+        #[arg(long, default_value = "default")]
+        channel: String,
+        /// New publisher public keys for the channel (replacing the old).
+        #[arg(long)]
+        publisher: Vec<String>,
+        /// New timestamp public keys for the channel (replacing the old).
+        #[arg(long)]
+        timestamp: Vec<String>,
+        /// The new root's lifetime (default 365d).
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Root private key files to sign with.
+        #[arg(long)]
+        sign: Vec<PathBuf>,
+    },
+    /// Add a signature to a root file, in place (offline).
+    Sign {
+        /// The root private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The root file.
+        file: PathBuf,
+    },
+    /// Install a root version made offline; it must chain from the root in force.
+    Install {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The root file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnlineRole {
+    Publisher,
+    Timestamp,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new online key, to be named in the next root by `root rotate`.
+    New {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The role.
+        #[arg(long, value_enum)]
+        role: OnlineRole,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("picket-collector: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn duration(flag: &str, text: &str) -> Result<u64> {
+    parse_duration(text).with_context(|| format!("{flag}: {text:?} is not a duration such as 90s, 15m, 12h, 30d"))
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if meta.len() > cap {
+        bail!("{}: {} bytes is more than the {} bytes accepted", path.display(), meta.len(), cap);
+    }
+    fs::read(path).with_context(|| format!("{}", path.display()))
+}
+
+fn read_key(path: &Path) -> Result<SigningKey> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    SigningKey::from_file_text(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn public_keys(flag: &str, values: &[String]) -> Result<Vec<PublicKey>> {
+    values
+        .iter()
+        .map(|v| PublicKey::parse(v).with_context(|| format!("{flag} {v}")))
+        .collect()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { data, org, root_key } => {
+            let made = DataDir::init(&data, &org, root_key.as_deref(), now())?;
+            println!("initialised {}", made.data.display());
+            println!("trust anchor for agents: {}", made.anchor.display());
+            println!(
+                "root private key: {}\n  It belongs OFFLINE: move it to offline storage now. `serve` refuses to start while it can read it.",
+                made.root_key.display()
+            );
+            Ok(())
+        }
+        Command::Ingest {
+            data,
+            source,
+            tlp,
+            files,
+        } => {
+            let dir = DataDir::open(&data)?;
+            let tlp = match tlp {
+                Some(t) => Tlp::parse(&t).with_context(|| format!("--tlp {t:?} is not a TLP level"))?,
+                None => dir.config().default_tlp(&dir.config_path())?,
+            };
+            let mut store = dir.store()?;
+            let mut failed = 0;
+            for file in &files {
+                let result = (|| -> Result<_, anyhow::Error> {
+                    let bytes = read_capped(file, ingest::MAX_INGEST_FILE)?;
+                    let text = String::from_utf8(bytes).map_err(|e| CollectorError::Parse {
+                        path: file.clone(),
+                        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+                        problem: "not valid UTF-8".into(),
+                    })?;
+                    let defaults = Defaults {
+                        source: source.clone().unwrap_or_else(|| {
+                            file.file_name().map_or("list".into(), |n| n.to_string_lossy().into_owned())
+                        }),
+                        tlp,
+                        confidence: dir.config().ingest.default_confidence,
+                        severity: Severity::Medium,
+                    };
+                    let indicators = ingest::parse_file(file, &text, &defaults)?;
+                    Ok((indicators.len(), store.upsert_indicators(&indicators, now())?))
+                })();
+                match result {
+                    Ok((n, up)) => println!(
+                        "{}: {n} indicators ({} new, {} already known)",
+                        file.display(),
+                        up.added,
+                        up.updated
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("picket-collector: error: {e:#}; nothing from this file was stored");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} file(s) failed", files.len());
+            }
+            Ok(())
+        }
+        Command::Publish {
+            data,
+            lifetime,
+            timestamp_lifetime,
+            force,
+        } => {
+            let dir = DataDir::open(&data)?;
+            let mut store = dir.store()?;
+            let (root, _) = dir.current_root(&store)?;
+            let now = now();
+            if now >= root.expires {
+                bail!("root version {} expired at {}; rotate it offline (`root rotate`) before publishing", root.version, rfc3339(root.expires));
+            }
+            let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
+            for name in dir.config().channels.keys() {
+                let ch = dir.config().channel(name, &dir.config_path())?;
+                let manifest_lifetime = match &lifetime {
+                    Some(l) => duration("--lifetime", l)?,
+                    None => ch.manifest_lifetime,
+                };
+                let ts_lifetime = match &timestamp_lifetime {
+                    Some(l) => duration("--timestamp-lifetime", l)?,
+                    None => ch.timestamp_lifetime.min(manifest_lifetime),
+                };
+                let root_channel = root.channel(name).with_context(|| format!("channel {name} in picket.toml"))?;
+                let ceiling = ch.tlp_ceiling.min(root_channel.max_tlp);
+                let (records, max_tlp) = store.active_records(now, ceiling)?;
+                let (total, above) = store.counts(ceiling)?;
+                let latest = store.latest_set(name)?;
+                if let Some(l) = &latest {
+                    let prev = Snapshot::decode(&l.snapshot, usize::MAX).context("stored snapshot")?;
+                    let mut sorted = records.clone();
+                    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+                    if prev.records == sorted && !force {
+                        println!("channel {name}: unchanged, set version {} stays current (use --force to publish anyway)", l.version);
+                        continue;
+                    }
+                }
+                let version = latest.as_ref().map_or(1, |l| l.version + 1);
+                let previous = store.recent_snapshots(name, 8)?;
+                let ts_version = store.latest_timestamp(name)?.map_or(1, |t| t.version + 1);
+                let stamper = dir.signing_key(Role::Timestamp, &root, name)?;
+                let signer = if name == "default" { &publisher } else { &dir.signing_key(Role::Publisher, &root, name)? };
+                let n = records.len();
+                let out = publish::publish(
+                    Input {
+                        channel: name,
+                        version,
+                        now,
+                        records,
+                        max_tlp,
+                        previous: &previous,
+                        manifest_lifetime,
+                        timestamp_version: ts_version,
+                        timestamp_lifetime: ts_lifetime,
+                    },
+                    &root,
+                    signer,
+                    &stamper,
+                )?;
+                store.insert_publication(&Publication {
+                    channel: name,
+                    version,
+                    created: now,
+                    snapshot: &out.snapshot,
+                    manifest: &out.manifest,
+                    deltas: out.deltas.clone(),
+                    timestamp: out.timestamp.clone(),
+                })?;
+                let bases: Vec<String> = out.deltas.iter().map(|(b, _)| b.to_string()).collect();
+                println!(
+                    "channel {name}: published set version {version} with {n} indicators ({above} of {total} left out above {ceiling}), {} bytes; deltas from [{}]; fresh until {}, valid until {}",
+                    out.snapshot.len(),
+                    bases.join(", "),
+                    rfc3339(out.timestamp.expires),
+                    rfc3339(now + manifest_lifetime as i64)
+                );
+            }
+            Ok(())
+        }
+        Command::Timestamp { data, channel, lifetime } => {
+            let dir = DataDir::open(&data)?;
+            let mut store = dir.store()?;
+            let (root, _) = dir.current_root(&store)?;
+            let ch = dir.config().channel(&channel, &dir.config_path())?;
+            let lifetime = match lifetime {
+                Some(l) => duration("--lifetime", &l)?,
+                None => ch.timestamp_lifetime,
+            };
+            let set = store
+                .latest_set(&channel)?
+                .with_context(|| format!("channel {channel}: nothing published yet; run `publish` first"))?;
+            let manifest = publish::read_manifest(&set.manifest)?;
+            let version = store.latest_timestamp(&channel)?.map_or(1, |t| t.version + 1);
+            let key = dir.signing_key(Role::Timestamp, &root, &channel)?;
+            let ts = publish::stamp(&set.manifest, &manifest, version, now(), lifetime, &root, &key)?;
+            store.insert_timestamp(&channel, &ts)?;
+            println!(
+                "channel {channel}: timestamp version {version} for set version {}, fresh until {}",
+                manifest.version,
+                rfc3339(ts.expires)
+            );
+            Ok(())
+        }
+        Command::ExportSet {
+            data,
+            out,
+            channel,
+            since,
+        } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.store()?;
+            let (_, chain) = dir.current_root(&store)?;
+            let set = store
+                .latest_set(&channel)?
+                .with_context(|| format!("channel {channel}: nothing published yet; run `publish` first"))?;
+            let ts = store
+                .latest_timestamp(&channel)?
+                .with_context(|| format!("channel {channel}: no timestamp"))?;
+            let delta;
+            let content = match since {
+                None => Content::Full(&set.snapshot),
+                Some(base) => {
+                    delta = store.delta(&channel, base, set.version)?.with_context(|| {
+                        format!("no delta from version {base} to {} is kept; export the full set instead", set.version)
+                    })?;
+                    Content::Delta(&delta)
+                }
+            };
+            let file = SetFile {
+                channel: &channel,
+                roots: chain.iter().map(|(v, b)| (*v, b.as_slice())).collect(),
+                timestamp: &ts.envelope,
+                manifest: &set.manifest,
+                content,
+            };
+            let bytes = file.encode();
+            datadir::replace(&out, &bytes, 0o600)?;
+            println!(
+                "wrote {} ({} bytes): set version {}, timestamp version {}, fresh until {}",
+                out.display(),
+                bytes.len(),
+                set.version,
+                ts.version,
+                rfc3339(ts.expires)
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::New { data, role }) => {
+            let dir = DataDir::open(&data)?;
+            let role = match role {
+                OnlineRole::Publisher => Role::Publisher,
+                OnlineRole::Timestamp => Role::Timestamp,
+            };
+            let (path, public) = dir.new_online_key(role)?;
+            eprintln!("wrote {}; name it in the next root with `root rotate --{role} {public}`", path.display());
+            println!("{public}");
+            Ok(())
+        }
+        Command::Root(cmd) => root_command(cmd),
+    }
+}
+
+fn root_command(cmd: RootCommand) -> Result<()> {
+    match cmd {
+        RootCommand::Keygen { out } => {
+            let key = SigningKey::generate(Role::Root)?;
+            datadir::write_new(&out, key.to_file_text().as_bytes(), 0o600)?;
+            eprintln!("wrote root private key {} (keep it offline)", out.display());
+            println!("{}", key.public());
+            Ok(())
+        }
+        RootCommand::Show { file } => {
+            let (root, signers) = rootdoc::read_unverified(&read_capped(&file, 1 << 20)?)?;
+            println!("root version {} of {:?}", root.version, root.org);
+            println!("  created {} expires {}", rfc3339(root.created), rfc3339(root.expires));
+            println!("  root role: threshold {} of {} (lifetime cap {} s)", root.root.threshold, root.root.keys.len(), root.root.max_lifetime);
+            for k in &root.root.keys {
+                println!("    {k}");
+            }
+            for c in &root.channels {
+                println!("  channel {} (TLP ceiling {})", c.name, c.max_tlp);
+                for (name, spec) in [("publisher", &c.publisher), ("timestamp", &c.timestamp)] {
+                    println!("    {name}: threshold {} (lifetime cap {} s)", spec.threshold, spec.max_lifetime);
+                    for k in &spec.keys {
+                        println!("      {k}");
+                    }
+                }
+            }
+            println!("  signed by {} key(s):", signers.len());
+            for k in signers {
+                println!("    {k}");
+            }
+            Ok(())
+        }
+        RootCommand::Export { data, out } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.store()?;
+            let (root, chain) = dir.current_root(&store)?;
+            let (_, bytes) = chain.iter().find(|(v, _)| *v == root.version).context("root chain")?;
+            datadir::write_new(&out, bytes, 0o644)?;
+            println!("wrote root version {} to {}", root.version, out.display());
+            Ok(())
+        }
+        RootCommand::Rotate {
+            current,
+            out,
+            add_key,
+            remove_key,
+            threshold,
+            channel,
+            publisher,
+            timestamp,
+            lifetime,
+            sign,
+        } => {
+            let (root, _) = rootdoc::read_unverified(&read_capped(&current, 1 << 20)?)?;
+            let rotation = Rotation {
+                add_root_keys: public_keys("--add-key", &add_key)?,
+                remove_root_keys: public_keys("--remove-key", &remove_key)?,
+                threshold,
+                channel,
+                publisher: public_keys("--publisher", &publisher)?,
+                timestamp: public_keys("--timestamp", &timestamp)?,
+                lifetime: lifetime.map(|l| duration("--lifetime", &l)).transpose()?,
+            };
+            let next = rootdoc::rotate(&root, &rotation, now())?;
+            let keys = sign.iter().map(|p| read_key(p)).collect::<Result<Vec<_>>>()?;
+            if let Some(k) = keys.iter().find(|k| k.role() != Role::Root) {
+                bail!("{} is a {} key, not a root key", k.public(), k.role());
+            }
+            let refs: Vec<&SigningKey> = keys.iter().collect();
+            datadir::write_new(&out, &rootdoc::sign(&next, &refs), 0o644)?;
+            let old_signed = keys.iter().filter(|k| root.root.allows(&k.public())).count();
+            let new_signed = keys.iter().filter(|k| next.root.allows(&k.public())).count();
+            println!(
+                "wrote root version {} to {}: signed by {old_signed} of the old threshold {} and {new_signed} of the new threshold {}",
+                next.version,
+                out.display(),
+                root.root.threshold,
+                next.root.threshold
+            );
+            if old_signed < usize::from(root.root.threshold) || new_signed < usize::from(next.root.threshold) {
+                println!("  more signatures are needed: `picket-collector root sign --key KEY {}`", out.display());
+            }
+            Ok(())
+        }
+        RootCommand::Sign { key, file } => {
+            let key = read_key(&key)?;
+            if key.role() != Role::Root {
+                bail!("{} is a {} key, not a root key", key.public(), key.role());
+            }
+            let signed = rootdoc::add_signature(&read_capped(&file, 1 << 20)?, &key)?;
+            datadir::replace(&file, &signed, 0o644)?;
+            println!("signed {} with {}", file.display(), key.public());
+            Ok(())
+        }
+        RootCommand::Install { data, file } => {
+            let dir = DataDir::open(&data)?;
+            let mut store = dir.store()?;
+            let root = dir.install_root(&mut store, &read_capped(&file, 1 << 20)?)?;
+            println!(
+                "installed root version {}; {} now pins it for new agents, and the next published set carries the chain",
+                root.version,
+                dir.path().join(datadir::ANCHOR).display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -214,7 +214,7 @@ pub enum Error {
         held: u64,
     },
     /// A document whose expiry has passed (a freeze attack, or a collector gone quiet).
-    #[error("freeze: {what} expired at {expires} (unix seconds), the time is {now}")]
+    #[error("freeze: {what} expired at {}, the time is {}", crate::rfc3339(*expires), crate::rfc3339(*now))]
     Expired {
         /// What expired.
         what: Part,

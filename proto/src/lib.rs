@@ -32,6 +32,7 @@ mod indicator;
 mod keys;
 mod set;
 mod setfile;
+mod time;
 mod verify;
 
 pub use anchor::TrustAnchor;
@@ -45,7 +46,8 @@ pub use indicator::{
 pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
-pub use verify::{sha256, Freshness, Limits, Outcome, Trusted, Verified};
+pub use time::rfc3339;
+pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
 
 /// Signs a document with `keys` and returns the envelope bytes.
 pub fn sign_document<T: Document>(doc: &T, kind: PayloadKind, keys: &[&SigningKey]) -> Vec<u8> {

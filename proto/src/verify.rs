@@ -188,6 +188,40 @@ fn verify_doc<T: Document>(
     Ok(Verified(T::decode(env.payload)?))
 }
 
+/// Verifies the root the trust anchor pins: signed by the anchor's threshold of its keys, and
+/// holding exactly those keys as its root role.
+fn bootstrap(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result<(Verified<Root>, Vec<u8>)> {
+    let anchor_spec = RoleSpec::new(anchor.keys.clone(), anchor.threshold, u64::MAX);
+    let (_, bytes) = roots.iter().find(|(v, _)| *v == anchor.root_version).ok_or_else(|| {
+        invalid(
+            Part::Root,
+            format!("root version {} (pinned by the trust anchor) is not among the roots offered", anchor.root_version),
+        )
+    })?;
+    let root = verify_root(bytes, &anchor_spec, anchor.root_version)?;
+    if root.root.keys != anchor_spec.keys || root.root.threshold != anchor.threshold {
+        return Err(invalid(Part::Anchor, "the pinned root's keys differ from the trust anchor's"));
+    }
+    Ok((root, bytes.to_vec()))
+}
+
+/// Verifies a whole root chain from the root the anchor pins to the newest, one version at a
+/// time, each signed by the previous threshold and its own. Expiry is not checked: the
+/// collector uses this to know which root is in force, and says so when it has expired.
+pub fn verify_root_chain(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result<Verified<Root>> {
+    let (mut root, _) = bootstrap(anchor, roots)?;
+    for (claimed, bytes) in roots.iter().filter(|(v, _)| *v > anchor.root_version) {
+        if *claimed != root.version + 1 {
+            return Err(Error::RootGap {
+                offered: *claimed,
+                held: root.version,
+            });
+        }
+        root = verify_root(bytes, &root.root, *claimed)?;
+    }
+    Ok(root)
+}
+
 /// Whether the installed document's role keys differ from the new root's: then its version no
 /// longer binds (TUF 5.3.11, fast-forward attack recovery).
 fn rotated(prev: &Root, next: &Root, role: Role, channel: &str) -> bool {
@@ -289,6 +323,21 @@ impl Trusted {
         &self.root_bytes
     }
 
+    /// The timestamp envelope's exact bytes.
+    pub fn timestamp_bytes(&self) -> &[u8] {
+        &self.timestamp_bytes
+    }
+
+    /// The manifest envelope's exact bytes.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// The snapshot's exact bytes.
+    pub fn snapshot_bytes(&self) -> &[u8] {
+        &self.snapshot_bytes
+    }
+
     /// The timestamp in force.
     pub fn timestamp(&self) -> &Verified<Timestamp> {
         &self.timestamp
@@ -347,19 +396,7 @@ impl Trusted {
         // 1. Roots, one version at a time.
         let (mut root, mut root_bytes) = match prev {
             Some(p) => (p.root.clone(), p.root_bytes.clone()),
-            None => {
-                let anchor_spec = RoleSpec::new(anchor.keys.clone(), anchor.threshold, u64::MAX);
-                let (_, bytes) = file
-                    .roots
-                    .iter()
-                    .find(|(v, _)| *v == anchor.root_version)
-                    .ok_or_else(|| invalid(Part::Root, format!("the set file does not carry root version {}, which the trust anchor pins", anchor.root_version)))?;
-                let root = verify_root(bytes, &anchor_spec, anchor.root_version)?;
-                if root.root.keys != anchor_spec.keys || root.root.threshold != anchor.threshold {
-                    return Err(invalid(Part::Anchor, "the pinned root's keys differ from the trust anchor's"));
-                }
-                (root, bytes.to_vec())
-            }
+            None => bootstrap(anchor, &file.roots)?,
         };
         let held_root = root.version;
         for (claimed, bytes) in &file.roots {

@@ -1,0 +1,192 @@
+//! The agent's state directory: the last good set, and how a new one replaces it.
+//!
+//! Architecture invariant: `DIR/set.pkt` is only ever replaced by `rename` of a fully written
+//! and fsynced temporary file, followed by an fsync of the directory. A crash at any instant
+//! leaves the old set or the new one, never a torn or empty one. A failed check leaves the
+//! stored bytes exactly as they were.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use picket_proto::{Limits, Outcome, SetFile, TrustAnchor, Trusted};
+
+use crate::AgentError;
+
+/// The stored set's file name inside the state directory.
+pub const SET_FILE: &str = "set.pkt";
+const LOCK_FILE: &str = "lock";
+
+/// An opened, locked state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    /// A new set version is installed.
+    NewVersion {
+        /// The version installed before, if any.
+        from: Option<u64>,
+        /// The version now installed.
+        to: u64,
+        /// Indicators in the new set.
+        records: usize,
+    },
+    /// The same set version with renewed freshness.
+    Refreshed {
+        /// The set version.
+        version: u64,
+    },
+    /// Exactly this set and timestamp were already installed; nothing changed.
+    AlreadyInstalled {
+        /// The set version.
+        version: u64,
+    },
+}
+
+impl StateDir {
+    /// Opens (creating it 0700 if needed) and locks the state directory. The lock is held until
+    /// the value is dropped, so two imports cannot interleave.
+    pub fn open(path: &Path) -> Result<StateDir, AgentError> {
+        fs::create_dir_all(path).map_err(AgentError::io(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(AgentError::io(path))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(AgentError::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(AgentError::Locked { path: path.to_owned() }),
+            Err(fs::TryLockError::Error(e)) => return Err(AgentError::io(&lock_path)(e)),
+        }
+        Ok(StateDir {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored set, re-verified, or `None` when none is installed.
+    pub fn load(&self, limits: &Limits) -> Result<Option<Trusted>, AgentError> {
+        load_set(&self.path, limits)
+    }
+
+    /// Verifies `file_bytes` against the installed set (or the anchor, when none is) and, if
+    /// every check passes, installs it atomically.
+    pub fn import(
+        &self,
+        anchor: &TrustAnchor,
+        file_path: &Path,
+        file_bytes: &[u8],
+        wall: i64,
+        limits: &Limits,
+    ) -> Result<Imported, AgentError> {
+        let prev = self.load(limits)?;
+        let file = SetFile::decode(file_bytes, limits).map_err(AgentError::verify(file_path))?;
+        if let Some(p) = &prev {
+            if p.timestamp_bytes() == file.timestamp && p.manifest_bytes() == file.manifest {
+                return Ok(Imported::AlreadyInstalled {
+                    version: p.manifest().version,
+                });
+            }
+        }
+        let (next, outcome) = Trusted::update(prev.as_ref(), anchor, &file, wall, limits)
+            .map_err(AgentError::verify(file_path))?;
+        self.install(&next)?;
+        Ok(match outcome {
+            Outcome::Refreshed => Imported::Refreshed {
+                version: next.manifest().version,
+            },
+            _ => Imported::NewVersion {
+                from: prev.map(|p| p.manifest().version),
+                to: next.manifest().version,
+                records: next.snapshot().records.len(),
+            },
+        })
+    }
+
+    /// Writes `set` as the stored set: temp file, fsync, rename, fsync the directory.
+    pub fn install(&self, set: &Trusted) -> Result<(), AgentError> {
+        write_atomically(&self.path, SET_FILE, &set.encode())
+    }
+}
+
+/// Reads and re-verifies the stored set without taking the lock (a reader never sees a torn
+/// file, because the file is only ever replaced by rename).
+pub fn load_set(dir: &Path, limits: &Limits) -> Result<Option<Trusted>, AgentError> {
+    let path = dir.join(SET_FILE);
+    let bytes = match read_capped(&path, limits.max_set_file() as u64) {
+        Ok(b) => b,
+        Err(AgentError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Trusted::decode_stored(&bytes, limits).map(Some).map_err(AgentError::verify(path))
+}
+
+/// Reads a whole file, refusing one larger than `cap` without reading it all.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, AgentError> {
+    let file = File::open(path).map_err(AgentError::io(path))?;
+    let len = file.metadata().map_err(AgentError::io(path))?.len();
+    if len > cap {
+        return Err(AgentError::Verify {
+            path: path.to_owned(),
+            source: picket_proto::Error::TooLarge {
+                what: picket_proto::Part::SetFile,
+                len,
+                cap,
+            },
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(AgentError::io(path))?;
+    if bytes.len() as u64 > cap {
+        return Err(AgentError::Verify {
+            path: path.to_owned(),
+            source: picket_proto::Error::TooLarge {
+                what: picket_proto::Part::SetFile,
+                len: bytes.len() as u64,
+                cap,
+            },
+        });
+    }
+    Ok(bytes)
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new content.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let target = dir.join(name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(AgentError::io(&tmp))?;
+        f.write_all(bytes).map_err(AgentError::io(&tmp))?;
+        f.sync_all().map_err(AgentError::io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &target).map_err(AgentError::io(&target))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(AgentError::io(dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

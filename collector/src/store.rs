@@ -1,0 +1,446 @@
+//! The SQLite shell: the collector's one store.
+//!
+//! The interface is kept narrow (indicators in, records out; publications, timestamps and roots
+//! in and out) and the SQL portable, so that a PostgreSQL backend can take its place for
+//! collectors that outgrow one machine. Every table carries an organisation id so that a
+//! collector serving several tenants needs no painful migration.
+
+use std::path::{Path, PathBuf};
+
+use picket_proto::{Indicator, Record, Tlp};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::ingest::canonical_value;
+use crate::CollectorError;
+
+/// The organisation id used while a collector serves one organisation.
+pub const ORG: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE indicators (
+    org         INTEGER NOT NULL,
+    id          TEXT    NOT NULL,
+    kind        INTEGER NOT NULL,
+    value       TEXT    NOT NULL,
+    body        BLOB    NOT NULL,
+    tlp         INTEGER NOT NULL,
+    valid_until INTEGER,
+    source      TEXT    NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    PRIMARY KEY (org, id)
+);
+CREATE TABLE roots (
+    org      INTEGER NOT NULL,
+    version  INTEGER NOT NULL,
+    envelope BLOB    NOT NULL,
+    PRIMARY KEY (org, version)
+);
+CREATE TABLE sets (
+    org      INTEGER NOT NULL,
+    channel  TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    created  INTEGER NOT NULL,
+    snapshot BLOB    NOT NULL,
+    manifest BLOB    NOT NULL,
+    PRIMARY KEY (org, channel, version)
+);
+CREATE TABLE deltas (
+    org          INTEGER NOT NULL,
+    channel      TEXT    NOT NULL,
+    base_version INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    bytes        BLOB    NOT NULL,
+    PRIMARY KEY (org, channel, base_version, version)
+);
+CREATE TABLE timestamps (
+    org      INTEGER NOT NULL,
+    channel  TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    created  INTEGER NOT NULL,
+    expires  INTEGER NOT NULL,
+    envelope BLOB    NOT NULL,
+    PRIMARY KEY (org, channel, version)
+);
+"#];
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A stored set version.
+#[derive(Debug, Clone)]
+pub struct StoredSet {
+    /// The set version.
+    pub version: u64,
+    /// The snapshot bytes.
+    pub snapshot: Vec<u8>,
+    /// The manifest envelope bytes.
+    pub manifest: Vec<u8>,
+}
+
+/// A new publication, stored in one transaction.
+#[derive(Debug)]
+pub struct Publication<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// The set version.
+    pub version: u64,
+    /// When it was made.
+    pub created: i64,
+    /// Snapshot bytes.
+    pub snapshot: &'a [u8],
+    /// Manifest envelope bytes.
+    pub manifest: &'a [u8],
+    /// Deltas leading to this version: (base version, bytes).
+    pub deltas: Vec<(u64, Vec<u8>)>,
+    /// The timestamp that makes it current.
+    pub timestamp: StoredTimestamp,
+}
+
+/// A stored timestamp.
+#[derive(Debug, Clone)]
+pub struct StoredTimestamp {
+    /// Its version.
+    pub version: u64,
+    /// Created.
+    pub created: i64,
+    /// Expires.
+    pub expires: i64,
+    /// Envelope bytes.
+    pub envelope: Vec<u8>,
+}
+
+/// What an ingest changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upserted {
+    /// Indicators new to the store.
+    pub added: usize,
+    /// Indicators already there, refreshed.
+    pub updated: usize,
+}
+
+fn tlp_code(t: Tlp) -> i64 {
+    match t {
+        Tlp::Clear => 0,
+        Tlp::Green => 1,
+        Tlp::Amber => 2,
+        Tlp::AmberStrict => 3,
+        Tlp::Red => 4,
+    }
+}
+
+fn tlp_from_code(c: i64) -> Tlp {
+    match c {
+        0 => Tlp::Clear,
+        1 => Tlp::Green,
+        2 => Tlp::Amber,
+        3 => Tlp::AmberStrict,
+        _ => Tlp::Red,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, CollectorError> {
+        let db = |source| CollectorError::Db {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(CollectorError::DataDir {
+                path: path.to_owned(),
+                problem: format!("schema version {version} is newer than this collector knows; upgrade picket-collector"),
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(db)?;
+            tx.execute_batch(m).map_err(db)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + '_ {
+        move |source| CollectorError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn tx(&mut self) -> Result<Transaction<'_>, CollectorError> {
+        let path = self.path.clone();
+        self.conn
+            .transaction()
+            .map_err(move |source| CollectorError::Db { path, source })
+    }
+
+    /// Stores indicators in one transaction: all or nothing.
+    pub fn upsert_indicators(&mut self, indicators: &[Indicator], now: i64) -> Result<Upserted, CollectorError> {
+        let path = self.path.clone();
+        let db = |source| CollectorError::Db {
+            path: path.clone(),
+            source,
+        };
+        let mut records = Vec::with_capacity(indicators.len());
+        for ind in indicators {
+            records.push((
+                ind,
+                Record::from_indicator(ind).map_err(CollectorError::proto(format!("indicator {}", ind.id)))?,
+            ));
+        }
+        let tx = self.tx()?;
+        let mut counts = Upserted::default();
+        {
+            let mut exists = tx
+                .prepare("SELECT 1 FROM indicators WHERE org = ?1 AND id = ?2")
+                .map_err(db)?;
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                     ON CONFLICT (org, id) DO UPDATE SET
+                        kind = excluded.kind, value = excluded.value, body = excluded.body, tlp = excluded.tlp,
+                        valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen",
+                )
+                .map_err(db)?;
+            for (ind, rec) in &records {
+                let known = exists.exists(params![ORG, ind.id]).map_err(db)?;
+                put.execute(params![
+                    ORG,
+                    ind.id,
+                    rec.kind,
+                    canonical_value(&ind.observable),
+                    rec.body,
+                    tlp_code(ind.meta.tlp),
+                    ind.meta.valid_until,
+                    ind.meta.source,
+                    now
+                ])
+                .map_err(db)?;
+                if known {
+                    counts.updated += 1;
+                } else {
+                    counts.added += 1;
+                }
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(counts)
+    }
+
+    /// The records of indicators valid at `now` with TLP at most `ceiling`, and the highest TLP
+    /// among them.
+    pub fn active_records(&self, now: i64, ceiling: Tlp) -> Result<(Vec<Record>, Tlp), CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, kind, body, tlp FROM indicators
+                 WHERE org = ?1 AND (valid_until IS NULL OR valid_until > ?2) AND tlp <= ?3
+                 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let mut max = Tlp::Clear;
+        let rows = stmt
+            .query_map(params![ORG, now, tlp_code(ceiling)], |r| {
+                Ok((
+                    Record {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        body: r.get(2)?,
+                    },
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rec, tlp) = row.map_err(self.err())?;
+            max = max.max(tlp_from_code(tlp));
+            out.push(rec);
+        }
+        Ok((out, max))
+    }
+
+    /// How many indicators the store holds, and how many are left out of `ceiling`.
+    pub fn counts(&self, ceiling: Tlp) -> Result<(u64, u64), CollectorError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(tlp > ?2), 0) FROM indicators WHERE org = ?1",
+                params![ORG, tlp_code(ceiling)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())
+    }
+
+    /// The newest stored set of `channel`.
+    pub fn latest_set(&self, channel: &str) -> Result<Option<StoredSet>, CollectorError> {
+        self.conn
+            .query_row(
+                "SELECT version, snapshot, manifest FROM sets WHERE org = ?1 AND channel = ?2
+                 ORDER BY version DESC LIMIT 1",
+                params![ORG, channel],
+                |r| {
+                    Ok(StoredSet {
+                        version: r.get(0)?,
+                        snapshot: r.get(1)?,
+                        manifest: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The newest `n` stored snapshots of `channel`: (version, bytes), newest first.
+    pub fn recent_snapshots(&self, channel: &str, n: usize) -> Result<Vec<(u64, Vec<u8>)>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT version, snapshot FROM sets WHERE org = ?1 AND channel = ?2
+                 ORDER BY version DESC LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ORG, channel, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The stored delta from `base` to `version`.
+    pub fn delta(&self, channel: &str, base: u64, version: u64) -> Result<Option<Vec<u8>>, CollectorError> {
+        self.conn
+            .query_row(
+                "SELECT bytes FROM deltas WHERE org = ?1 AND channel = ?2 AND base_version = ?3 AND version = ?4",
+                params![ORG, channel, base, version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Stores a new set version, its deltas and its timestamp in one transaction.
+    pub fn insert_publication(&mut self, p: &Publication<'_>) -> Result<(), CollectorError> {
+        let path = self.path.clone();
+        let db = |source| CollectorError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.tx()?;
+        tx.execute(
+            "INSERT INTO sets (org, channel, version, created, snapshot, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![ORG, p.channel, p.version, p.created, p.snapshot, p.manifest],
+        )
+        .map_err(db)?;
+        for (base, bytes) in &p.deltas {
+            tx.execute(
+                "INSERT INTO deltas (org, channel, base_version, version, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![ORG, p.channel, base, p.version, bytes],
+            )
+            .map_err(db)?;
+        }
+        insert_timestamp(&tx, p.channel, &p.timestamp).map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Stores a re-signed timestamp.
+    pub fn insert_timestamp(&mut self, channel: &str, ts: &StoredTimestamp) -> Result<(), CollectorError> {
+        insert_timestamp(&self.conn, channel, ts).map_err(self.err())
+    }
+
+    /// The newest timestamp of `channel`.
+    pub fn latest_timestamp(&self, channel: &str) -> Result<Option<StoredTimestamp>, CollectorError> {
+        self.conn
+            .query_row(
+                "SELECT version, created, expires, envelope FROM timestamps WHERE org = ?1 AND channel = ?2
+                 ORDER BY version DESC LIMIT 1",
+                params![ORG, channel],
+                |r| {
+                    Ok(StoredTimestamp {
+                        version: r.get(0)?,
+                        created: r.get(1)?,
+                        expires: r.get(2)?,
+                        envelope: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Every root, oldest first: (version, envelope).
+    pub fn roots(&self) -> Result<Vec<(u64, Vec<u8>)>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT version, envelope FROM roots WHERE org = ?1 ORDER BY version")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ORG], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Stores a root document.
+    pub fn insert_root(&mut self, version: u64, envelope: &[u8]) -> Result<(), CollectorError> {
+        self.conn
+            .execute(
+                "INSERT INTO roots (org, version, envelope) VALUES (?1, ?2, ?3)",
+                params![ORG, version, envelope],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+}
+
+fn insert_timestamp(conn: &Connection, channel: &str, ts: &StoredTimestamp) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO timestamps (org, channel, version, created, expires, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![ORG, channel, ts.version, ts.created, ts.expires, ts.envelope],
+    )
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{parse_list, Defaults};
+    use picket_proto::Severity;
+
+    #[test]
+    fn upsert_counts_and_tlp_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("p.db")).unwrap();
+        let mut d = Defaults {
+            source: "a".into(),
+            tlp: Tlp::Green,
+            confidence: 50,
+            severity: Severity::Medium,
+        };
+        let green = parse_list(Path::new("a"), "44d88612fea8a8f36de82e1278abb02f\n198.51.100.1\n", &d).unwrap();
+        d.tlp = Tlp::Red;
+        let red = parse_list(Path::new("b"), "198.51.100.2\n", &d).unwrap();
+        assert_eq!(s.upsert_indicators(&green, 1).unwrap(), Upserted { added: 2, updated: 0 });
+        assert_eq!(s.upsert_indicators(&green, 2).unwrap(), Upserted { added: 0, updated: 2 });
+        s.upsert_indicators(&red, 3).unwrap();
+        let (recs, max) = s.active_records(10, Tlp::Amber).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(max, Tlp::Green);
+        assert_eq!(s.counts(Tlp::Amber).unwrap(), (3, 1));
+        // Reopening keeps the data and does not re-run migrations.
+        drop(s);
+        let s = Store::open(&dir.path().join("p.db")).unwrap();
+        assert_eq!(s.active_records(10, Tlp::Red).unwrap().0.len(), 3);
+    }
+}

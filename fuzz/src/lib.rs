@@ -1,0 +1,230 @@
+//! Support for Picket's fuzz targets: the fixed trust chain that `update` verifies against, and
+//! a seed corpus of valid encodings for every target.
+//!
+//! A fuzzer cannot forge an Ed25519 signature, so random bytes alone never get past the first
+//! signature check in [`Trusted::update`]. The seeds are real, validly signed set files (a full
+//! set, a newer one, and a delta between them) made from fixed key seeds, so the fuzzer starts
+//! from inputs that reach every stage of verification and mutates from there.
+
+#![forbid(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use picket_proto::{
+    sha256, sign_document, ChannelSpec, Content, Delta, DeltaRef, Document, Envelope, Hash, HashKind, Indicator, IpNet,
+    Limits, Manifest, Meta, Observable, PayloadKind, ProcessCondition, Record, Role, RoleSpec, Root, SetFile,
+    Severity, SigningKey, Snapshot, Timestamp, Tlp, TrustAnchor, Trusted,
+};
+
+/// The channel every seed set is published on.
+const CHANNEL: &str = "default";
+/// The wall-clock time `update` verifies at: inside every seed document's lifetime.
+const NOW: i64 = 1_000;
+
+/// Feeds `data`, as a set file, to [`Trusted::update`]: once as a first install from the trust
+/// anchor, and once on top of the installed version-1 seed set (which is what reaches the
+/// delta path).
+pub fn update(data: &[u8]) {
+    let chain = chain();
+    let limits = Limits::default();
+    if let Ok(file) = SetFile::decode(data, &limits) {
+        let _ = Trusted::update(None, &chain.anchor, &file, NOW, &limits);
+        let _ = Trusted::update(Some(&chain.installed), &chain.anchor, &file, NOW, &limits);
+    }
+}
+
+/// Valid inputs for every target, as `(target, file name, bytes)`.
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let c = chain();
+    let limits = Limits::default();
+    let mut out = vec![
+        ("anchor", "anchor".to_owned(), c.anchor.to_text().into_bytes()),
+        ("root", "v1".to_owned(), c.root.encode()),
+        ("snapshot", "v1".to_owned(), c.v1.encode()),
+        ("snapshot", "v2".to_owned(), c.v2.encode()),
+        ("delta", "v1-v2".to_owned(), Delta::between(&c.v1, &c.v2).encode()),
+        ("state", "v1".to_owned(), c.installed.encode()),
+    ];
+    for (name, bytes) in [("full-v1", &c.full_v1), ("full-v2", &c.full_v2), ("delta-v2", &c.delta_v2)] {
+        out.push(("setfile", name.to_owned(), bytes.clone()));
+        out.push(("update", name.to_owned(), bytes.clone()));
+        // Invariant: the seed files were encoded by `build_chain` and verified there.
+        let file = SetFile::decode(bytes, &limits).expect("a seed set file decodes");
+        out.push(("envelope", "root".to_owned(), file.roots[0].1.to_vec()));
+        out.push(("envelope", format!("timestamp-{name}"), file.timestamp.to_vec()));
+        out.push(("envelope", format!("manifest-{name}"), file.manifest.to_vec()));
+        let stamp = Envelope::decode(file.timestamp, PayloadKind::Timestamp, 1 << 20);
+        let manifest = Envelope::decode(file.manifest, PayloadKind::Manifest, 1 << 20);
+        out.push(("timestamp", name.to_owned(), stamp.expect("a seed timestamp decodes").payload.to_vec()));
+        out.push(("manifest", name.to_owned(), manifest.expect("a seed manifest decodes").payload.to_vec()));
+    }
+    out
+}
+
+/// The fixed trust chain: keys from fixed seeds, root version 1, two set versions, and the
+/// state an agent holds after installing version 1.
+struct Chain {
+    anchor: TrustAnchor,
+    root: Root,
+    v1: Snapshot,
+    v2: Snapshot,
+    full_v1: Vec<u8>,
+    full_v2: Vec<u8>,
+    delta_v2: Vec<u8>,
+    installed: Trusted,
+}
+
+fn chain() -> &'static Chain {
+    static CHAIN: OnceLock<Chain> = OnceLock::new();
+    CHAIN.get_or_init(build_chain)
+}
+
+fn key(byte: u8, role: Role) -> SigningKey {
+    // Invariant: every 32-byte string is an Ed25519 seed.
+    SigningKey::from_seed([byte; 32], role).expect("a fixed seed is a valid key")
+}
+
+fn build_chain() -> Chain {
+    let root_key = key(1, Role::Root);
+    let publisher = key(2, Role::Publisher);
+    let timestamp = key(3, Role::Timestamp);
+    let anchor = TrustAnchor {
+        org: "Fuzz".into(),
+        root_version: 1,
+        threshold: 1,
+        keys: vec![root_key.public()],
+    };
+    let root = Root {
+        version: 1,
+        created: 0,
+        expires: 10_000_000,
+        org: "Fuzz".into(),
+        root: RoleSpec::new(vec![root_key.public()], 1, 10_000_000),
+        channels: vec![ChannelSpec {
+            name: CHANNEL.into(),
+            publisher: RoleSpec::new(vec![publisher.public()], 1, 1_000_000),
+            timestamp: RoleSpec::new(vec![timestamp.public()], 1, 100_000),
+            max_tlp: Tlp::Amber,
+        }],
+        tls_ca_pin: Some([7; 32]),
+    };
+    let root_env = sign_document(&root, PayloadKind::Root, &[&root_key]);
+
+    let v1 = snapshot(1, &[("indicator--a", 1), ("indicator--b", 2), ("indicator--c", 3)]);
+    let v2 = snapshot(2, &[("indicator--b", 2), ("indicator--c", 9), ("indicator--d", 4)]);
+    let delta = Delta::between(&v1, &v2).encode();
+    let offer = DeltaRef {
+        base_version: 1,
+        base_sha256: sha256(&v1.encode()),
+        sha256: sha256(&delta),
+        length: delta.len() as u64,
+    };
+    let publish = |snap: &Snapshot, deltas: Vec<DeltaRef>, content: Content<'_>| {
+        let bytes = snap.encode();
+        let manifest = Manifest {
+            channel: CHANNEL.into(),
+            version: snap.version,
+            created: 0,
+            expires: 1_000_000,
+            sha256: sha256(&bytes),
+            length: bytes.len() as u64,
+            max_tlp: Tlp::Green,
+            deltas,
+        };
+        let manifest = sign_document(&manifest, PayloadKind::Manifest, &[&publisher]);
+        let stamp = Timestamp {
+            channel: CHANNEL.into(),
+            version: snap.version,
+            created: 0,
+            expires: 100_000,
+            manifest_version: snap.version,
+            manifest_sha256: sha256(&manifest),
+            manifest_length: manifest.len() as u64,
+        };
+        let stamp = sign_document(&stamp, PayloadKind::Timestamp, &[&timestamp]);
+        SetFile {
+            channel: CHANNEL,
+            roots: vec![(1, &root_env)],
+            timestamp: &stamp,
+            manifest: &manifest,
+            content,
+        }
+        .encode()
+    };
+    let v1_bytes = v1.encode();
+    let v2_bytes = v2.encode();
+    let full_v1 = publish(&v1, Vec::new(), Content::Full(&v1_bytes));
+    let full_v2 = publish(&v2, vec![offer.clone()], Content::Full(&v2_bytes));
+    let delta_v2 = publish(&v2, vec![offer], Content::Delta(&delta));
+
+    let limits = Limits::default();
+    // Invariant: the chain above is valid at NOW; `update` failing here is a bug in this file.
+    let file = SetFile::decode(&full_v1, &limits).expect("the version-1 seed decodes");
+    let (installed, _) =
+        Trusted::update(None, &anchor, &file, NOW, &limits).expect("the version-1 seed verifies");
+    Chain {
+        anchor,
+        root,
+        v1,
+        v2,
+        full_v1,
+        full_v2,
+        delta_v2,
+        installed,
+    }
+}
+
+/// A snapshot with one indicator of several kinds per id, so that record decoding is reached.
+fn snapshot(version: u64, items: &[(&str, u8)]) -> Snapshot {
+    let records = items
+        .iter()
+        .map(|(id, b)| {
+            let observable = match b % 3 {
+                0 => Observable::RemoteAddr(IpNet::parse("192.0.2.0/24").expect("a literal network parses")),
+                1 => Observable::FileHash {
+                    hash: Hash {
+                        kind: HashKind::Sha256,
+                        value: vec![*b; 32],
+                    },
+                    size: Some(u64::from(*b) * 100),
+                },
+                _ => Observable::ProcessAll(vec![
+                    ProcessCondition::Name("evil".into()),
+                    ProcessCondition::CommandLine("--payload".into()),
+                ]),
+            };
+            let ind = Indicator {
+                id: (*id).to_owned(),
+                observable,
+                meta: Meta {
+                    confidence: 90,
+                    severity: Severity::High,
+                    tlp: Tlp::Green,
+                    valid_until: None,
+                    source: "fuzz".into(),
+                },
+            };
+            Record::from_indicator(&ind).expect("a fixed indicator is valid")
+        })
+        .collect();
+    Snapshot::new(CHANNEL, version, records).expect("fixed ids are unique")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds are what makes `update` reach past signature checks: they must all verify.
+    #[test]
+    fn seed_set_files_verify() {
+        let c = chain();
+        let limits = Limits::default();
+        for bytes in [&c.full_v1, &c.full_v2] {
+            let file = SetFile::decode(bytes, &limits).unwrap();
+            Trusted::update(None, &c.anchor, &file, NOW, &limits).unwrap();
+        }
+        let file = SetFile::decode(&c.delta_v2, &limits).unwrap();
+        let (t, _) = Trusted::update(Some(&c.installed), &c.anchor, &file, NOW, &limits).unwrap();
+        assert_eq!(**t.snapshot(), c.v2);
+    }
+}
