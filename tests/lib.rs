@@ -56,6 +56,7 @@ pub fn ok(name: &str, args: &[&str]) -> String {
 }
 
 /// A collector data directory made by `picket-collector init`, inside a temporary directory.
+#[derive(Debug)]
 pub struct Collector {
     /// The temporary directory holding everything.
     pub tmp: tempfile::TempDir,
@@ -68,7 +69,10 @@ impl Collector {
     pub fn init() -> Collector {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let data = tmp.path().join("collector");
-        ok("picket-collector", &["init", "--data", s(&data), "--org", "Test Org"]);
+        ok(
+            "picket-collector",
+            &["init", "--data", s(&data), "--org", "Test Org"],
+        );
         Collector { tmp, data }
     }
 
@@ -104,7 +108,10 @@ impl Collector {
     /// Exports the current set to `name` in the temporary directory.
     pub fn export(&self, name: &str) -> PathBuf {
         let out = self.tmp.path().join(name);
-        ok("picket-collector", &["export-set", "--data", self.data(), "--out", s(&out)]);
+        ok(
+            "picket-collector",
+            &["export-set", "--data", self.data(), "--out", s(&out)],
+        );
         out
     }
 }

@@ -6,20 +6,20 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum AgentError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A set file, anchor or stored state failed a check.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Verify {
         /// The file that failed.
         path: PathBuf,
         /// The check that failed.
-        source: picket_proto::Error,
+        error: picket_proto::Error,
     },
     /// Another agent process holds the state directory.
     #[error("{path}: the state directory is in use by another picket-agent process")]
@@ -48,11 +48,11 @@ pub enum AgentError {
 impl AgentError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> AgentError {
         let path = path.into();
-        move |source| AgentError::Io { path, source }
+        move |error| AgentError::Io { path, error }
     }
 
     pub(crate) fn verify(path: impl Into<PathBuf>) -> impl FnOnce(picket_proto::Error) -> AgentError {
         let path = path.into();
-        move |source| AgentError::Verify { path, source }
+        move |error| AgentError::Verify { path, error }
     }
 }

@@ -96,7 +96,8 @@ fn wall_clock() -> i64 {
 }
 
 fn read_anchor(path: &Path) -> Result<TrustAnchor> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading trust anchor {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading trust anchor {}", path.display()))?;
     TrustAnchor::parse(&text).with_context(|| format!("trust anchor {}", path.display()))
 }
 
@@ -112,8 +113,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Some(f) => println!("installed set version {to} (was {f}), {records} indicators"),
                     None => println!("installed set version {to}, {records} indicators"),
                 },
-                Imported::Refreshed { version } => println!("set version {version} unchanged; freshness renewed"),
-                Imported::AlreadyInstalled { version } => println!("set version {version} is already installed"),
+                Imported::Refreshed { version } => {
+                    println!("set version {version} unchanged; freshness renewed")
+                }
+                Imported::AlreadyInstalled { version } => {
+                    println!("set version {version} is already installed")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -130,7 +135,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let wall = wall_clock();
             let trusted = match (&state, &set) {
                 (Some(dir), _) => {
-                    let t = store::load_set(dir, &limits)?.ok_or_else(|| AgentError::NoSet { path: dir.clone() })?;
+                    let t = store::load_set(dir, &limits)?
+                        .ok_or_else(|| AgentError::NoSet { path: dir.clone() })?;
                     if let Freshness::Stale { what, expired_at } = t.freshness(wall) {
                         if require_fresh {
                             return Err(AgentError::Stale {
@@ -154,12 +160,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let bytes = store::read_capped(file, limits.max_set_file() as u64)?;
                     let parsed = SetFile::decode(&bytes, &limits).map_err(|e| AgentError::Verify {
                         path: file.clone(),
-                        source: e,
+                        error: e,
                     })?;
                     Trusted::update(None, &anchor, &parsed, wall, &limits)
                         .map_err(|e| AgentError::Verify {
                             path: file.clone(),
-                            source: e,
+                            error: e,
                         })?
                         .0
                 }
@@ -201,14 +207,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     trusted.manifest().version
                 );
             }
-            Ok(if out.found > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if out.found > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Status { state, json } => {
-            let t = store::load_set(&state, &limits)?.ok_or_else(|| AgentError::NoSet { path: state.clone() })?;
+            let t =
+                store::load_set(&state, &limits)?.ok_or_else(|| AgentError::NoSet { path: state.clone() })?;
             let wall = wall_clock();
             let (fresh, detail) = match t.freshness(wall) {
                 Freshness::Fresh { until } => (true, format!("fresh until {}", rfc3339(until))),
-                Freshness::Stale { what, expired_at } => (false, format!("stale: {what} expired at {}", rfc3339(expired_at))),
+                Freshness::Stale { what, expired_at } => {
+                    (false, format!("stale: {what} expired at {}", rfc3339(expired_at)))
+                }
             };
             if json {
                 let v = serde_json::json!({

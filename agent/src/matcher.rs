@@ -104,7 +104,11 @@ impl Matcher {
             match &ind.observable {
                 Observable::FileHash { hash, size } => {
                     let s = slot(hash.kind);
-                    m.tables[s].by_digest.entry(hash.value.clone()).or_default().push(i as u32);
+                    m.tables[s]
+                        .by_digest
+                        .entry(hash.value.clone())
+                        .or_default()
+                        .push(i as u32);
                     match size {
                         Some(n) => {
                             sizes[s].insert(*n);
@@ -238,12 +242,18 @@ mod tests {
                 set: vec![file_hash("a", EICAR_SHA256, None)],
                 size: 68,
                 digests: digests(Some(EICAR_SHA256), None),
-                needed: Kinds { sha256: true, ..Kinds::default() },
+                needed: Kinds {
+                    sha256: true,
+                    ..Kinds::default()
+                },
                 matches: vec!["a"],
             },
             Case {
                 name: "every indicator sized: other sizes need no digest",
-                set: vec![file_hash("a", EICAR_SHA256, Some(68)), file_hash("b", EICAR_MD5, Some(68))],
+                set: vec![
+                    file_hash("a", EICAR_SHA256, Some(68)),
+                    file_hash("b", EICAR_MD5, Some(68)),
+                ],
                 size: 69,
                 digests: Digests::default(),
                 needed: Kinds::default(),
@@ -251,18 +261,31 @@ mod tests {
             },
             Case {
                 name: "sized indicator does not match a file of another size",
-                set: vec![file_hash("a", EICAR_SHA256, Some(68)), file_hash("b", EICAR_MD5, None)],
+                set: vec![
+                    file_hash("a", EICAR_SHA256, Some(68)),
+                    file_hash("b", EICAR_MD5, None),
+                ],
                 size: 70,
                 digests: digests(Some(EICAR_SHA256), Some(EICAR_MD5)),
-                needed: Kinds { md5: true, ..Kinds::default() },
+                needed: Kinds {
+                    md5: true,
+                    ..Kinds::default()
+                },
                 matches: vec!["b"],
             },
             Case {
                 name: "two kinds both match",
-                set: vec![file_hash("a", EICAR_SHA256, None), file_hash("b", EICAR_MD5, None)],
+                set: vec![
+                    file_hash("a", EICAR_SHA256, None),
+                    file_hash("b", EICAR_MD5, None),
+                ],
                 size: 68,
                 digests: digests(Some(EICAR_SHA256), Some(EICAR_MD5)),
-                needed: Kinds { md5: true, sha256: true, ..Kinds::default() },
+                needed: Kinds {
+                    md5: true,
+                    sha256: true,
+                    ..Kinds::default()
+                },
                 matches: vec!["b", "a"],
             },
         ];
@@ -272,7 +295,11 @@ mod tests {
                 unknown_kinds: 0,
             });
             assert_eq!(m.needed(c.size), c.needed, "{}", c.name);
-            let got: Vec<&str> = m.match_file(c.size, &c.digests).iter().map(|f| f.indicator.id.as_str()).collect();
+            let got: Vec<&str> = m
+                .match_file(c.size, &c.digests)
+                .iter()
+                .map(|f| f.indicator.id.as_str())
+                .collect();
             assert_eq!(got, c.matches, "{}", c.name);
         }
     }

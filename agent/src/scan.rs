@@ -164,7 +164,12 @@ fn scan_file(
 /// Hashes `path` for `kinds` in one read. Returns `None` if the file changed while it was read
 /// (size, modification or change time differ afterwards), or if it is not the file `seen` was
 /// taken from.
-pub fn hash_file(path: &Path, seen: &fs::Metadata, kinds: Kinds, buf: &mut [u8]) -> io::Result<Option<Digests>> {
+pub fn hash_file(
+    path: &Path,
+    seen: &fs::Metadata,
+    kinds: Kinds,
+    buf: &mut [u8],
+) -> io::Result<Option<Digests>> {
     let mut file: File = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
@@ -173,7 +178,9 @@ pub fn hash_file(path: &Path, seen: &fs::Metadata, kinds: Kinds, buf: &mut [u8])
     if !before.is_file() || before.ino() != seen.ino() || before.dev() != seen.dev() {
         return Ok(None);
     }
-    let mut sha256 = kinds.sha256.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let mut sha256 = kinds
+        .sha256
+        .then(|| ring::digest::Context::new(&ring::digest::SHA256));
     let mut sha1 = kinds.sha1.then(sha1::Sha1::new);
     let mut md5 = kinds.md5.then(md5::Md5::new);
     let mut total = 0u64;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use picket_proto::{Limits, Outcome, SetFile, TrustAnchor, Trusted};
+use picket_proto::{Content, Limits, Outcome, SetFile, TrustAnchor, Trusted};
 
 use crate::AgentError;
 
@@ -65,7 +65,11 @@ impl StateDir {
             .map_err(AgentError::io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(AgentError::Locked { path: path.to_owned() }),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(AgentError::Locked {
+                    path: path.to_owned(),
+                })
+            }
             Err(fs::TryLockError::Error(e)) => return Err(AgentError::io(&lock_path)(e)),
         }
         Ok(StateDir {
@@ -97,7 +101,10 @@ impl StateDir {
         let prev = self.load(limits)?;
         let file = SetFile::decode(file_bytes, limits).map_err(AgentError::verify(file_path))?;
         if let Some(p) = &prev {
-            if p.timestamp_bytes() == file.timestamp && p.manifest_bytes() == file.manifest {
+            // Exactly the installed bytes, every part of them: nothing to do. Anything else, even
+            // one byte, goes through every check.
+            let same_content = matches!(file.content, Content::Full(b) if b == p.snapshot_bytes());
+            if same_content && p.timestamp_bytes() == file.timestamp && p.manifest_bytes() == file.manifest {
                 return Ok(Imported::AlreadyInstalled {
                     version: p.manifest().version,
                 });
@@ -130,10 +137,12 @@ pub fn load_set(dir: &Path, limits: &Limits) -> Result<Option<Trusted>, AgentErr
     let path = dir.join(SET_FILE);
     let bytes = match read_capped(&path, limits.max_set_file() as u64) {
         Ok(b) => b,
-        Err(AgentError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(AgentError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    Trusted::decode_stored(&bytes, limits).map(Some).map_err(AgentError::verify(path))
+    Trusted::decode_stored(&bytes, limits)
+        .map(Some)
+        .map_err(AgentError::verify(path))
 }
 
 /// Reads a whole file, refusing one larger than `cap` without reading it all.
@@ -143,7 +152,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, AgentError> {
     if len > cap {
         return Err(AgentError::Verify {
             path: path.to_owned(),
-            source: picket_proto::Error::TooLarge {
+            error: picket_proto::Error::TooLarge {
                 what: picket_proto::Part::SetFile,
                 len,
                 cap,
@@ -151,11 +160,13 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, AgentError> {
         });
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(AgentError::io(path))?;
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(AgentError::io(path))?;
     if bytes.len() as u64 > cap {
         return Err(AgentError::Verify {
             path: path.to_owned(),
-            source: picket_proto::Error::TooLarge {
+            error: picket_proto::Error::TooLarge {
                 what: picket_proto::Part::SetFile,
                 len: bytes.len() as u64,
                 cap,

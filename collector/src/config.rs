@@ -99,7 +99,8 @@ impl Config {
             .get(name)
             .ok_or_else(|| bad("", "no such channel in the configuration".into()))?;
         let dur = |key: &str, v: &str| {
-            parse_duration(v).ok_or_else(|| bad(key, format!("{v:?} is not a duration such as 90s, 15m, 12h, 30d")))
+            parse_duration(v)
+                .ok_or_else(|| bad(key, format!("{v:?} is not a duration such as 90s, 15m, 12h, 30d")))
         };
         Ok(Channel {
             manifest_lifetime: dur("manifest_lifetime", &c.manifest_lifetime)?,
@@ -113,7 +114,10 @@ impl Config {
     pub fn default_tlp(&self, path: &Path) -> Result<Tlp, CollectorError> {
         Tlp::parse(&self.ingest.default_tlp).ok_or_else(|| CollectorError::Config {
             path: path.to_owned(),
-            problem: format!("ingest.default_tlp: {:?} is not a TLP level", self.ingest.default_tlp),
+            problem: format!(
+                "ingest.default_tlp: {:?} is not a TLP level",
+                self.ingest.default_tlp
+            ),
         })
     }
 

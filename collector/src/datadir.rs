@@ -91,7 +91,12 @@ fn inside(dir: &Path, path: &Path) -> bool {
 impl DataDir {
     /// Creates a data directory: configuration, online keys, database with root version 1, and
     /// the trust anchor. The root private key goes to `root_key` (outside `data`).
-    pub fn init(data: &Path, org: &str, root_key: Option<&Path>, now: i64) -> Result<Initialised, CollectorError> {
+    pub fn init(
+        data: &Path,
+        org: &str,
+        root_key: Option<&Path>,
+        now: i64,
+    ) -> Result<Initialised, CollectorError> {
         if data.join(CONFIG).exists() {
             return Err(CollectorError::DataDir {
                 path: data.to_owned(),
@@ -115,13 +120,15 @@ impl DataDir {
         }
         let keys_dir = data.join(KEYS);
         fs::create_dir_all(&keys_dir).map_err(CollectorError::io(&keys_dir))?;
-        fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o700)).map_err(CollectorError::io(&keys_dir))?;
+        fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o700))
+            .map_err(CollectorError::io(&keys_dir))?;
 
-        let root = SigningKey::generate(Role::Root).map_err(CollectorError::proto("generating the root key"))?;
-        let publisher =
-            SigningKey::generate(Role::Publisher).map_err(CollectorError::proto("generating the publisher key"))?;
-        let stamper =
-            SigningKey::generate(Role::Timestamp).map_err(CollectorError::proto("generating the timestamp key"))?;
+        let root =
+            SigningKey::generate(Role::Root).map_err(CollectorError::proto("generating the root key"))?;
+        let publisher = SigningKey::generate(Role::Publisher)
+            .map_err(CollectorError::proto("generating the publisher key"))?;
+        let stamper = SigningKey::generate(Role::Timestamp)
+            .map_err(CollectorError::proto("generating the timestamp key"))?;
         for k in [&publisher, &stamper] {
             write_key(&keys_dir, k)?;
         }
@@ -136,7 +143,10 @@ impl DataDir {
             fs::create_dir_all(parent).map_err(CollectorError::io(parent))?;
         }
         write_new(&root_key_path, root.to_file_text().as_bytes(), 0o600)?;
-        let config = Config::initial(org, &std::path::absolute(&root_key_path).unwrap_or(root_key_path.clone()));
+        let config = Config::initial(
+            org,
+            &std::path::absolute(&root_key_path).unwrap_or(root_key_path.clone()),
+        );
         let text = format!(
             "# Picket collector configuration. Every key is documented in collector/src/config.rs.\n{}",
             toml::to_string(&config).map_err(|e| CollectorError::Refused(e.to_string()))?
@@ -156,7 +166,8 @@ impl DataDir {
         if !cfg_path.exists() {
             return Err(CollectorError::DataDir {
                 path: data.to_owned(),
-                problem: "not a Picket data directory (no picket.toml); run `picket-collector init` first".into(),
+                problem: "not a Picket data directory (no picket.toml); run `picket-collector init` first"
+                    .into(),
             });
         }
         Ok(DataDir {
@@ -193,7 +204,10 @@ impl DataDir {
     }
 
     /// The root in force, verified from the anchor along the stored chain, with the chain.
-    pub fn current_root(&self, store: &Store) -> Result<(Verified<Root>, Vec<(u64, Vec<u8>)>), CollectorError> {
+    pub fn current_root(
+        &self,
+        store: &Store,
+    ) -> Result<(Verified<Root>, Vec<(u64, Vec<u8>)>), CollectorError> {
         let chain = store.roots()?;
         let borrowed: Vec<(u64, &[u8])> = chain.iter().map(|(v, b)| (*v, b.as_slice())).collect();
         let root = verify_root_chain(&self.anchor()?, &borrowed)
@@ -213,7 +227,8 @@ impl DataDir {
                 continue;
             }
             let text = fs::read_to_string(&path).map_err(CollectorError::io(&path))?;
-            let key = SigningKey::from_file_text(&text).map_err(CollectorError::proto(path.display().to_string()))?;
+            let key = SigningKey::from_file_text(&text)
+                .map_err(CollectorError::proto(path.display().to_string()))?;
             if key.role() == role && spec.allows(&key.public()) {
                 return Ok(key);
             }
@@ -249,7 +264,11 @@ impl DataDir {
         let root = verify_root_chain(&self.anchor()?, &borrowed)
             .map_err(CollectorError::proto(format!("root version {next_version}")))?;
         store.insert_root(root.version, envelope)?;
-        replace(&self.path.join(ANCHOR), anchor_for(&root).to_text().as_bytes(), 0o644)?;
+        replace(
+            &self.path.join(ANCHOR),
+            anchor_for(&root).to_text().as_bytes(),
+            0o644,
+        )?;
         Ok(root)
     }
 
@@ -310,7 +329,11 @@ mod tests {
         fs::remove_file(&made.root_key).unwrap();
         assert!(dir.readable_root_keys().is_empty());
         // A root key dropped into the data directory is found too.
-        fs::write(data.join("stray.key"), SigningKey::generate(Role::Root).unwrap().to_file_text()).unwrap();
+        fs::write(
+            data.join("stray.key"),
+            SigningKey::generate(Role::Root).unwrap().to_file_text(),
+        )
+        .unwrap();
         assert_eq!(dir.readable_root_keys(), vec![data.join("stray.key")]);
         assert!(DataDir::init(&data, "Org", None, 1_000).is_err());
     }

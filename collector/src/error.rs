@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CollectorError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A line of an ingested file could not be understood.
     #[error("{path}:{line}: {problem}")]
@@ -32,12 +32,12 @@ pub enum CollectorError {
         problem: String,
     },
     /// The database failed.
-    #[error("database {path}: {source}")]
+    #[error("database {path}: {error}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// The SQLite error.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The data directory is not in a usable state.
     #[error("{path}: {problem}")]
@@ -48,12 +48,12 @@ pub enum CollectorError {
         problem: String,
     },
     /// Signing or verifying failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Proto {
         /// What was being done.
         context: String,
         /// The contract's error.
-        source: picket_proto::Error,
+        error: picket_proto::Error,
     },
     /// A request that cannot be carried out as asked.
     #[error("{0}")]
@@ -63,11 +63,11 @@ pub enum CollectorError {
 impl CollectorError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CollectorError {
         let path = path.into();
-        move |source| CollectorError::Io { path, source }
+        move |error| CollectorError::Io { path, error }
     }
 
     pub(crate) fn proto(context: impl Into<String>) -> impl FnOnce(picket_proto::Error) -> CollectorError {
         let context = context.into();
-        move |source| CollectorError::Proto { context, source }
+        move |error| CollectorError::Proto { context, error }
     }
 }

@@ -218,13 +218,19 @@ fn now() -> i64 {
 }
 
 fn duration(flag: &str, text: &str) -> Result<u64> {
-    parse_duration(text).with_context(|| format!("{flag}: {text:?} is not a duration such as 90s, 15m, 12h, 30d"))
+    parse_duration(text)
+        .with_context(|| format!("{flag}: {text:?} is not a duration such as 90s, 15m, 12h, 30d"))
 }
 
 fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     if meta.len() > cap {
-        bail!("{}: {} bytes is more than the {} bytes accepted", path.display(), meta.len(), cap);
+        bail!(
+            "{}: {} bytes is more than the {} bytes accepted",
+            path.display(),
+            meta.len(),
+            cap
+        );
     }
     fs::read(path).with_context(|| format!("{}", path.display()))
 }
@@ -271,12 +277,16 @@ fn run(cli: Cli) -> Result<()> {
                     let bytes = read_capped(file, ingest::MAX_INGEST_FILE)?;
                     let text = String::from_utf8(bytes).map_err(|e| CollectorError::Parse {
                         path: file.clone(),
-                        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+                        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count(),
                         problem: "not valid UTF-8".into(),
                     })?;
                     let defaults = Defaults {
                         source: source.clone().unwrap_or_else(|| {
-                            file.file_name().map_or("list".into(), |n| n.to_string_lossy().into_owned())
+                            file.file_name()
+                                .map_or("list".into(), |n| n.to_string_lossy().into_owned())
                         }),
                         tlp,
                         confidence: dir.config().ingest.default_confidence,
@@ -314,7 +324,11 @@ fn run(cli: Cli) -> Result<()> {
             let (root, _) = dir.current_root(&store)?;
             let now = now();
             if now >= root.expires {
-                bail!("root version {} expired at {}; rotate it offline (`root rotate`) before publishing", root.version, rfc3339(root.expires));
+                bail!(
+                    "root version {} expired at {}; rotate it offline (`root rotate`) before publishing",
+                    root.version,
+                    rfc3339(root.expires)
+                );
             }
             let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
             for name in dir.config().channels.keys() {
@@ -327,7 +341,9 @@ fn run(cli: Cli) -> Result<()> {
                     Some(l) => duration("--timestamp-lifetime", l)?,
                     None => ch.timestamp_lifetime.min(manifest_lifetime),
                 };
-                let root_channel = root.channel(name).with_context(|| format!("channel {name} in picket.toml"))?;
+                let root_channel = root
+                    .channel(name)
+                    .with_context(|| format!("channel {name} in picket.toml"))?;
                 let ceiling = ch.tlp_ceiling.min(root_channel.max_tlp);
                 let (records, max_tlp) = store.active_records(now, ceiling)?;
                 let (total, above) = store.counts(ceiling)?;
@@ -345,7 +361,11 @@ fn run(cli: Cli) -> Result<()> {
                 let previous = store.recent_snapshots(name, 8)?;
                 let ts_version = store.latest_timestamp(name)?.map_or(1, |t| t.version + 1);
                 let stamper = dir.signing_key(Role::Timestamp, &root, name)?;
-                let signer = if name == "default" { &publisher } else { &dir.signing_key(Role::Publisher, &root, name)? };
+                let signer = if name == "default" {
+                    &publisher
+                } else {
+                    &dir.signing_key(Role::Publisher, &root, name)?
+                };
                 let n = records.len();
                 let out = publish::publish(
                     Input {
@@ -383,7 +403,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Timestamp { data, channel, lifetime } => {
+        Command::Timestamp {
+            data,
+            channel,
+            lifetime,
+        } => {
             let dir = DataDir::open(&data)?;
             let mut store = dir.store()?;
             let (root, _) = dir.current_root(&store)?;
@@ -427,7 +451,10 @@ fn run(cli: Cli) -> Result<()> {
                 None => Content::Full(&set.snapshot),
                 Some(base) => {
                     delta = store.delta(&channel, base, set.version)?.with_context(|| {
-                        format!("no delta from version {base} to {} is kept; export the full set instead", set.version)
+                        format!(
+                            "no delta from version {base} to {} is kept; export the full set instead",
+                            set.version
+                        )
                     })?;
                     Content::Delta(&delta)
                 }
@@ -458,7 +485,10 @@ fn run(cli: Cli) -> Result<()> {
                 OnlineRole::Timestamp => Role::Timestamp,
             };
             let (path, public) = dir.new_online_key(role)?;
-            eprintln!("wrote {}; name it in the next root with `root rotate --{role} {public}`", path.display());
+            eprintln!(
+                "wrote {}; name it in the next root with `root rotate --{role} {public}`",
+                path.display()
+            );
             println!("{public}");
             Ok(())
         }
@@ -478,15 +508,27 @@ fn root_command(cmd: RootCommand) -> Result<()> {
         RootCommand::Show { file } => {
             let (root, signers) = rootdoc::read_unverified(&read_capped(&file, 1 << 20)?)?;
             println!("root version {} of {:?}", root.version, root.org);
-            println!("  created {} expires {}", rfc3339(root.created), rfc3339(root.expires));
-            println!("  root role: threshold {} of {} (lifetime cap {} s)", root.root.threshold, root.root.keys.len(), root.root.max_lifetime);
+            println!(
+                "  created {} expires {}",
+                rfc3339(root.created),
+                rfc3339(root.expires)
+            );
+            println!(
+                "  root role: threshold {} of {} (lifetime cap {} s)",
+                root.root.threshold,
+                root.root.keys.len(),
+                root.root.max_lifetime
+            );
             for k in &root.root.keys {
                 println!("    {k}");
             }
             for c in &root.channels {
                 println!("  channel {} (TLP ceiling {})", c.name, c.max_tlp);
                 for (name, spec) in [("publisher", &c.publisher), ("timestamp", &c.timestamp)] {
-                    println!("    {name}: threshold {} (lifetime cap {} s)", spec.threshold, spec.max_lifetime);
+                    println!(
+                        "    {name}: threshold {} (lifetime cap {} s)",
+                        spec.threshold, spec.max_lifetime
+                    );
                     for k in &spec.keys {
                         println!("      {k}");
                     }
@@ -502,7 +544,10 @@ fn root_command(cmd: RootCommand) -> Result<()> {
             let dir = DataDir::open(&data)?;
             let store = dir.store()?;
             let (root, chain) = dir.current_root(&store)?;
-            let (_, bytes) = chain.iter().find(|(v, _)| *v == root.version).context("root chain")?;
+            let (_, bytes) = chain
+                .iter()
+                .find(|(v, _)| *v == root.version)
+                .context("root chain")?;
             datadir::write_new(&out, bytes, 0o644)?;
             println!("wrote root version {} to {}", root.version, out.display());
             Ok(())
@@ -545,8 +590,12 @@ fn root_command(cmd: RootCommand) -> Result<()> {
                 root.root.threshold,
                 next.root.threshold
             );
-            if old_signed < usize::from(root.root.threshold) || new_signed < usize::from(next.root.threshold) {
-                println!("  more signatures are needed: `picket-collector root sign --key KEY {}`", out.display());
+            if old_signed < usize::from(root.root.threshold) || new_signed < usize::from(next.root.threshold)
+            {
+                println!(
+                    "  more signatures are needed: `picket-collector root sign --key KEY {}`",
+                    out.display()
+                );
             }
             Ok(())
         }

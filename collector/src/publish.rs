@@ -3,8 +3,8 @@
 //! stores the result.
 
 use picket_proto::{
-    sha256, sign_document, DeltaRef, Delta, Document, Limits, Manifest, PayloadKind, Record, Role, Root, SigningKey,
-    Snapshot, Timestamp, Tlp,
+    sha256, sign_document, Delta, DeltaRef, Document, Limits, Manifest, PayloadKind, Record, Role, Root,
+    SigningKey, Snapshot, Timestamp, Tlp,
 };
 
 use crate::store::StoredTimestamp;
@@ -60,7 +60,12 @@ fn check_cap(root: &Root, role: Role, channel: &str, lifetime: u64) -> Result<()
 }
 
 /// Builds and signs a set version.
-pub fn publish(input: Input<'_>, root: &Root, publisher: &SigningKey, stamper: &SigningKey) -> Result<Output, CollectorError> {
+pub fn publish(
+    input: Input<'_>,
+    root: &Root,
+    publisher: &SigningKey,
+    stamper: &SigningKey,
+) -> Result<Output, CollectorError> {
     check_cap(root, Role::Publisher, input.channel, input.manifest_lifetime)?;
     let channel = root
         .channel(input.channel)
@@ -78,8 +83,9 @@ pub fn publish(input: Input<'_>, root: &Root, publisher: &SigningKey, stamper: &
     let mut deltas = Vec::new();
     let mut refs = Vec::new();
     for (base_version, base_bytes) in input.previous {
-        let base = Snapshot::decode(base_bytes, limits.max_snapshot)
-            .map_err(CollectorError::proto(format!("stored snapshot version {base_version}")))?;
+        let base = Snapshot::decode(base_bytes, limits.max_snapshot).map_err(CollectorError::proto(
+            format!("stored snapshot version {base_version}"),
+        ))?;
         let delta = Delta::between(&base, &snapshot).encode();
         if delta.len() > limits.max_delta || delta.len() >= snapshot_bytes.len() {
             // A delta no smaller than the snapshot helps no one.

@@ -18,7 +18,13 @@ pub const PUBLISHER_CAP: u64 = 180 * DAY;
 pub const TIMESTAMP_CAP: u64 = 30 * DAY;
 
 /// The first root: version 1, one channel (`default`) with one publisher and one timestamp key.
-pub fn initial(org: &str, now: i64, root_keys: &[PublicKey], publisher: PublicKey, timestamp: PublicKey) -> Root {
+pub fn initial(
+    org: &str,
+    now: i64,
+    root_keys: &[PublicKey],
+    publisher: PublicKey,
+    timestamp: PublicKey,
+) -> Root {
     Root {
         version: 1,
         created: now,
@@ -72,7 +78,11 @@ pub fn rotate(current: &Root, r: &Rotation, now: i64) -> Result<Root, CollectorE
         .copied()
         .collect();
     keys.extend(&r.add_root_keys);
-    next.root = RoleSpec::new(keys, r.threshold.unwrap_or(current.root.threshold), current.root.max_lifetime);
+    next.root = RoleSpec::new(
+        keys,
+        r.threshold.unwrap_or(current.root.threshold),
+        current.root.max_lifetime,
+    );
     if !r.publisher.is_empty() || !r.timestamp.is_empty() {
         let ch = next
             .channels
@@ -80,10 +90,18 @@ pub fn rotate(current: &Root, r: &Rotation, now: i64) -> Result<Root, CollectorE
             .find(|c| c.name == r.channel)
             .ok_or_else(|| CollectorError::Refused(format!("the root has no channel {:?}", r.channel)))?;
         if !r.publisher.is_empty() {
-            ch.publisher = RoleSpec::new(r.publisher.clone(), ch.publisher.threshold, ch.publisher.max_lifetime);
+            ch.publisher = RoleSpec::new(
+                r.publisher.clone(),
+                ch.publisher.threshold,
+                ch.publisher.max_lifetime,
+            );
         }
         if !r.timestamp.is_empty() {
-            ch.timestamp = RoleSpec::new(r.timestamp.clone(), ch.timestamp.threshold, ch.timestamp.max_lifetime);
+            ch.timestamp = RoleSpec::new(
+                r.timestamp.clone(),
+                ch.timestamp.threshold,
+                ch.timestamp.max_lifetime,
+            );
         }
     }
     next.validate()
@@ -151,6 +169,9 @@ mod tests {
         }
         // Gathering the signatures one holder at a time works too.
         let e2 = add_signature(&sign(&r2, &[&old]), &new).unwrap();
-        assert_eq!(verify_root_chain(&anchor, &[(1, &e1), (2, &e2)]).unwrap().version, 2);
+        assert_eq!(
+            verify_root_chain(&anchor, &[(1, &e1), (2, &e2)]).unwrap().version,
+            2
+        );
     }
 }

@@ -146,25 +146,31 @@ fn tlp_from_code(c: i64) -> Tlp {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, CollectorError> {
-        let db = |source| CollectorError::Db {
+        let db = |error| CollectorError::Db {
             path: path.to_owned(),
-            source,
+            error,
         };
         let mut conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
         if version as usize > MIGRATIONS.len() {
             return Err(CollectorError::DataDir {
                 path: path.to_owned(),
-                problem: format!("schema version {version} is newer than this collector knows; upgrade picket-collector"),
+                problem: format!(
+                    "schema version {version} is newer than this collector knows; upgrade picket-collector"
+                ),
             });
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(db)?;
             tx.execute_batch(m).map_err(db)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db)?;
             tx.commit().map_err(db)?;
         }
         Ok(Store {
@@ -174,9 +180,9 @@ impl Store {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + '_ {
-        move |source| CollectorError::Db {
+        move |error| CollectorError::Db {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 
@@ -184,21 +190,26 @@ impl Store {
         let path = self.path.clone();
         self.conn
             .transaction()
-            .map_err(move |source| CollectorError::Db { path, source })
+            .map_err(move |error| CollectorError::Db { path, error })
     }
 
     /// Stores indicators in one transaction: all or nothing.
-    pub fn upsert_indicators(&mut self, indicators: &[Indicator], now: i64) -> Result<Upserted, CollectorError> {
+    pub fn upsert_indicators(
+        &mut self,
+        indicators: &[Indicator],
+        now: i64,
+    ) -> Result<Upserted, CollectorError> {
         let path = self.path.clone();
-        let db = |source| CollectorError::Db {
+        let db = |error| CollectorError::Db {
             path: path.clone(),
-            source,
+            error,
         };
         let mut records = Vec::with_capacity(indicators.len());
         for ind in indicators {
             records.push((
                 ind,
-                Record::from_indicator(ind).map_err(CollectorError::proto(format!("indicator {}", ind.id)))?,
+                Record::from_indicator(ind)
+                    .map_err(CollectorError::proto(format!("indicator {}", ind.id)))?,
             ));
         }
         let tx = self.tx()?;
@@ -334,9 +345,9 @@ impl Store {
     /// Stores a new set version, its deltas and its timestamp in one transaction.
     pub fn insert_publication(&mut self, p: &Publication<'_>) -> Result<(), CollectorError> {
         let path = self.path.clone();
-        let db = |source| CollectorError::Db {
+        let db = |error| CollectorError::Db {
             path: path.clone(),
-            source,
+            error,
         };
         let tx = self.tx()?;
         tx.execute(
@@ -428,11 +439,22 @@ mod tests {
             confidence: 50,
             severity: Severity::Medium,
         };
-        let green = parse_list(Path::new("a"), "44d88612fea8a8f36de82e1278abb02f\n198.51.100.1\n", &d).unwrap();
+        let green = parse_list(
+            Path::new("a"),
+            "44d88612fea8a8f36de82e1278abb02f\n198.51.100.1\n",
+            &d,
+        )
+        .unwrap();
         d.tlp = Tlp::Red;
         let red = parse_list(Path::new("b"), "198.51.100.2\n", &d).unwrap();
-        assert_eq!(s.upsert_indicators(&green, 1).unwrap(), Upserted { added: 2, updated: 0 });
-        assert_eq!(s.upsert_indicators(&green, 2).unwrap(), Upserted { added: 0, updated: 2 });
+        assert_eq!(
+            s.upsert_indicators(&green, 1).unwrap(),
+            Upserted { added: 2, updated: 0 }
+        );
+        assert_eq!(
+            s.upsert_indicators(&green, 2).unwrap(),
+            Upserted { added: 0, updated: 2 }
+        );
         s.upsert_indicators(&red, 3).unwrap();
         let (recs, max) = s.active_records(10, Tlp::Amber).unwrap();
         assert_eq!(recs.len(), 2);

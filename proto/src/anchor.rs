@@ -41,9 +41,15 @@ impl TrustAnchor {
         if text.len() > 64 * 1024 {
             return Err(invalid(Part::Anchor, "larger than 64 KiB"));
         }
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
         if lines.next() != Some(HEADER) {
-            return Err(malformed(Part::Anchor, format!("the first line must be {HEADER:?}")));
+            return Err(malformed(
+                Part::Anchor,
+                format!("the first line must be {HEADER:?}"),
+            ));
         }
         let (mut org, mut version, mut threshold, mut keys) = (String::new(), None, None, Vec::new());
         for (n, line) in lines.enumerate() {
@@ -53,8 +59,18 @@ impl TrustAnchor {
             let v = v.trim();
             match k.trim() {
                 "org" => org = v.to_owned(),
-                "root-version" => version = Some(v.parse().map_err(|e| malformed(Part::Anchor, format!("root-version: {e}")))?),
-                "threshold" => threshold = Some(v.parse().map_err(|e| malformed(Part::Anchor, format!("threshold: {e}")))?),
+                "root-version" => {
+                    version = Some(
+                        v.parse()
+                            .map_err(|e| malformed(Part::Anchor, format!("root-version: {e}")))?,
+                    )
+                }
+                "threshold" => {
+                    threshold = Some(
+                        v.parse()
+                            .map_err(|e| malformed(Part::Anchor, format!("threshold: {e}")))?,
+                    )
+                }
                 "key" => keys.push(PublicKey::parse(v)?),
                 other => return Err(malformed(Part::Anchor, format!("unknown field {other:?}"))),
             }
@@ -68,7 +84,10 @@ impl TrustAnchor {
             keys,
         };
         if anchor.threshold == 0 || usize::from(anchor.threshold) > anchor.keys.len() {
-            return Err(invalid(Part::Anchor, format!("threshold {} with {} key(s)", anchor.threshold, anchor.keys.len())));
+            return Err(invalid(
+                Part::Anchor,
+                format!("threshold {} with {} key(s)", anchor.threshold, anchor.keys.len()),
+            ));
         }
         Ok(anchor)
     }

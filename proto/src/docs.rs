@@ -46,11 +46,18 @@ impl RoleSpec {
         if usize::from(self.threshold) > self.keys.len() {
             return Err(invalid(
                 Part::Root,
-                format!("{what}: threshold {} with only {} key(s)", self.threshold, self.keys.len()),
+                format!(
+                    "{what}: threshold {} with only {} key(s)",
+                    self.threshold,
+                    self.keys.len()
+                ),
             ));
         }
         if self.keys.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(invalid(Part::Root, format!("{what}: keys not sorted or duplicated")));
+            return Err(invalid(
+                Part::Root,
+                format!("{what}: keys not sorted or duplicated"),
+            ));
         }
         if self.max_lifetime == 0 {
             return Err(invalid(Part::Root, format!("{what}: lifetime cap 0")));
@@ -256,10 +263,19 @@ impl Document for Timestamp {
 }
 
 /// Checks `expires - created` against the role's cap, and that it is positive.
-pub(crate) fn check_lifetime(what: Part, role: Role, created: i64, expires: i64, spec: &RoleSpec) -> Result<()> {
+pub(crate) fn check_lifetime(
+    what: Part,
+    role: Role,
+    created: i64,
+    expires: i64,
+    spec: &RoleSpec,
+) -> Result<()> {
     let lifetime = expires.saturating_sub(created);
     if lifetime <= 0 {
-        return Err(invalid(what, format!("expires ({expires}) is not after created ({created})")));
+        return Err(invalid(
+            what,
+            format!("expires ({expires}) is not after created ({created})"),
+        ));
     }
     if lifetime as u64 > spec.max_lifetime {
         return Err(Error::LifetimeExceeded {

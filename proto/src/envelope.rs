@@ -215,9 +215,11 @@ mod tests {
             "504b4556", // magic "PKEV"
             "01",       // format
             "03",       // kind: manifest
-            "05", "68656c6c6f", // payload
-            "01",       // one signature
-            "20", "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c",
+            "05",
+            "68656c6c6f", // payload
+            "01",         // one signature
+            "20",
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c",
         );
         assert!(
             hex::encode(&bytes).starts_with(expected),
@@ -248,7 +250,11 @@ mod tests {
         let k = key();
         let env = Envelope::sign(PayloadKind::Timestamp, b"x", &[&k]);
         let s = env.signatures[0];
-        assert!(k.public().verify(&signing_message(PayloadKind::Timestamp, b"x"), &s.sig));
-        assert!(!k.public().verify(&signing_message(PayloadKind::Manifest, b"x"), &s.sig));
+        assert!(k
+            .public()
+            .verify(&signing_message(PayloadKind::Timestamp, b"x"), &s.sig));
+        assert!(!k
+            .public()
+            .verify(&signing_message(PayloadKind::Manifest, b"x"), &s.sig));
     }
 }

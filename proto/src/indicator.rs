@@ -148,7 +148,12 @@ impl Hash {
         if self.value.len() != self.kind.len() {
             return Err(invalid(
                 Part::Record,
-                format!("a {} digest is {} bytes, not {}", self.kind.name(), self.kind.len(), self.value.len()),
+                format!(
+                    "a {} digest is {} bytes, not {}",
+                    self.kind.name(),
+                    self.kind.len(),
+                    self.value.len()
+                ),
             ));
         }
         Ok(())
@@ -204,7 +209,10 @@ impl IpNet {
     fn validate(&self) -> Result<()> {
         let max = if self.addr.is_ipv4() { 32 } else { 128 };
         if self.prefix > max || mask(self.addr, self.prefix) != self.addr {
-            return Err(invalid(Part::Record, format!("{self} is not a canonical network")));
+            return Err(invalid(
+                Part::Record,
+                format!("{self} is not a canonical network"),
+            ));
         }
         Ok(())
     }
@@ -214,12 +222,20 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -333,7 +349,10 @@ impl Observable {
     pub fn validate(&self) -> Result<()> {
         let text = |s: &str| -> Result<()> {
             if s.is_empty() || s.len() > MAX_TEXT {
-                return Err(invalid(Part::Record, format!("text of {} bytes (1 to {MAX_TEXT} allowed)", s.len())));
+                return Err(invalid(
+                    Part::Record,
+                    format!("text of {} bytes (1 to {MAX_TEXT} allowed)", s.len()),
+                ));
             }
             Ok(())
         };

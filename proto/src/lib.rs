@@ -40,8 +40,8 @@ pub use docs::{ChannelSpec, DeltaRef, Document, Manifest, RoleSpec, Root, Timest
 pub use envelope::{signing_message, Envelope, PayloadKind, Signature};
 pub use error::{Error, Part, Result, Role, Versioned};
 pub use indicator::{
-    FileCondition, Hash, HashKind, Indicator, IpNet, Meta, NamePattern, Observable, ProcessCondition, Severity, Tlp,
-    MAX_CONDITIONS, MAX_TEXT,
+    FileCondition, Hash, HashKind, Indicator, IpNet, Meta, NamePattern, Observable, ProcessCondition,
+    Severity, Tlp, MAX_CONDITIONS, MAX_TEXT,
 };
 pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};

@@ -37,8 +37,8 @@ impl Record {
     pub fn from_indicator(ind: &Indicator) -> Result<Record> {
         check_id(&ind.id)?;
         ind.observable.validate()?;
-        let body = postcard::to_allocvec(&(&ind.meta, &ind.observable))
-            .map_err(|e| malformed(Part::Record, e))?;
+        let body =
+            postcard::to_allocvec(&(&ind.meta, &ind.observable)).map_err(|e| malformed(Part::Record, e))?;
         Ok(Record {
             kind: ind.observable.kind_tag(),
             id: ind.id.clone(),
@@ -51,18 +51,23 @@ impl Record {
         if self.kind == 0 || self.kind > Observable::MAX_KNOWN_TAG {
             return Ok(None);
         }
-        let ((meta, observable), rest): ((Meta, Observable), &[u8]) =
-            postcard::take_from_bytes(&self.body).map_err(|e| Error::Malformed {
-                what: Part::Record,
-                detail: format!("{}: {e}", self.id),
-            })?;
+        let ((meta, observable), rest): ((Meta, Observable), &[u8]) = postcard::take_from_bytes(&self.body)
+            .map_err(|e| Error::Malformed {
+            what: Part::Record,
+            detail: format!("{}: {e}", self.id),
+        })?;
         if !rest.is_empty() {
             return Err(malformed(Part::Record, format!("{}: trailing bytes", self.id)));
         }
         if observable.kind_tag() != self.kind {
             return Err(invalid(
                 Part::Record,
-                format!("{}: tagged kind {} but holds a {}", self.id, self.kind, observable.kind_name()),
+                format!(
+                    "{}: tagged kind {} but holds a {}",
+                    self.id,
+                    self.kind,
+                    observable.kind_name()
+                ),
             ));
         }
         observable.validate()?;
@@ -76,7 +81,10 @@ impl Record {
 
 fn check_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID {
-        return Err(invalid(Part::Record, format!("an id is 1 to {MAX_ID} bytes, got {}", id.len())));
+        return Err(invalid(
+            Part::Record,
+            format!("an id is 1 to {MAX_ID} bytes, got {}", id.len()),
+        ));
     }
     Ok(())
 }
@@ -384,12 +392,18 @@ impl Delta {
             if let Some(r) = rm.peek() {
                 match r.as_str().cmp(rec.id.as_str()) {
                     Ordering::Less => {
-                        return Err(invalid(Part::Delta, format!("removes {r}, which the base does not hold")))
+                        return Err(invalid(
+                            Part::Delta,
+                            format!("removes {r}, which the base does not hold"),
+                        ))
                     }
                     Ordering::Equal => {
                         rm.next();
                         if up.peek().is_some_and(|u| u.id == rec.id) {
-                            return Err(invalid(Part::Delta, format!("{} is both removed and upserted", rec.id)));
+                            return Err(invalid(
+                                Part::Delta,
+                                format!("{} is both removed and upserted", rec.id),
+                            ));
                         }
                         continue;
                     }
@@ -402,7 +416,10 @@ impl Delta {
             }
         }
         if let Some(r) = rm.next() {
-            return Err(invalid(Part::Delta, format!("removes {r}, which the base does not hold")));
+            return Err(invalid(
+                Part::Delta,
+                format!("removes {r}, which the base does not hold"),
+            ));
         }
         out.extend(up.cloned());
         Ok(Snapshot {
@@ -451,15 +468,28 @@ mod tests {
     fn golden_bytes() {
         let s = snap(3, &[("a", 1)]);
         let expected = concat!(
-            "504b5353", "01",             // magic "PKSS", format
-            "07", "64656661756c74",       // channel "default"
-            "03",                         // version
-            "01",                         // one record
-            "01", "01", "61",             // kind 1, id "a"
-            "2e",                         // body length 46
-            "50", "03", "01", "00", "04", "74657374", // meta: 80, High, Green, no expiry, "test"
-            "00", "02", "20", "0101010101010101010101010101010101010101010101010101010101010101", // FileHash sha256
-            "01", "44",                   // size Some(68)
+            "504b5353",
+            "01", // magic "PKSS", format
+            "07",
+            "64656661756c74", // channel "default"
+            "03",             // version
+            "01",             // one record
+            "01",
+            "01",
+            "61", // kind 1, id "a"
+            "2e", // body length 46
+            "50",
+            "03",
+            "01",
+            "00",
+            "04",
+            "74657374", // meta: 80, High, Green, no expiry, "test"
+            "00",
+            "02",
+            "20",
+            "0101010101010101010101010101010101010101010101010101010101010101", // FileHash sha256
+            "01",
+            "44", // size Some(68)
         );
         assert_eq!(hex::encode(s.encode()), expected);
         assert_eq!(Snapshot::decode(&s.encode(), 1 << 20).unwrap(), s);
@@ -486,10 +516,16 @@ mod tests {
     fn out_of_order_and_duplicate_ids_are_not_canonical() {
         let mut s = snap(1, &[("a", 1), ("b", 2)]);
         s.records.swap(0, 1);
-        assert!(matches!(Snapshot::decode(&s.encode(), 1 << 20), Err(Error::NonCanonical { .. })));
+        assert!(matches!(
+            Snapshot::decode(&s.encode(), 1 << 20),
+            Err(Error::NonCanonical { .. })
+        ));
         let mut s = snap(1, &[("a", 1)]);
         s.records.push(s.records[0].clone());
-        assert!(matches!(Snapshot::decode(&s.encode(), 1 << 20), Err(Error::NonCanonical { .. })));
+        assert!(matches!(
+            Snapshot::decode(&s.encode(), 1 << 20),
+            Err(Error::NonCanonical { .. })
+        ));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use ring::digest;
 use serde::{Deserialize, Serialize};
 
 use crate::anchor::TrustAnchor;
-use crate::docs::{check_lifetime, Document, Manifest, Root, RoleSpec, Timestamp};
+use crate::docs::{check_lifetime, Document, Manifest, RoleSpec, Root, Timestamp};
 use crate::envelope::{signing_message, Envelope, PayloadKind};
 use crate::error::{check_cap, invalid, malformed, Error, Part, Result, Role, Versioned};
 use crate::keys::PublicKey;
@@ -192,15 +192,24 @@ fn verify_doc<T: Document>(
 /// holding exactly those keys as its root role.
 fn bootstrap(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result<(Verified<Root>, Vec<u8>)> {
     let anchor_spec = RoleSpec::new(anchor.keys.clone(), anchor.threshold, u64::MAX);
-    let (_, bytes) = roots.iter().find(|(v, _)| *v == anchor.root_version).ok_or_else(|| {
-        invalid(
-            Part::Root,
-            format!("root version {} (pinned by the trust anchor) is not among the roots offered", anchor.root_version),
-        )
-    })?;
+    let (_, bytes) = roots
+        .iter()
+        .find(|(v, _)| *v == anchor.root_version)
+        .ok_or_else(|| {
+            invalid(
+                Part::Root,
+                format!(
+                    "root version {} (pinned by the trust anchor) is not among the roots offered",
+                    anchor.root_version
+                ),
+            )
+        })?;
     let root = verify_root(bytes, &anchor_spec, anchor.root_version)?;
     if root.root.keys != anchor_spec.keys || root.root.threshold != anchor.threshold {
-        return Err(invalid(Part::Anchor, "the pinned root's keys differ from the trust anchor's"));
+        return Err(invalid(
+            Part::Anchor,
+            "the pinned root's keys differ from the trust anchor's",
+        ));
     }
     Ok((root, bytes.to_vec()))
 }
@@ -406,7 +415,12 @@ impl Trusted {
             }
             if claimed == root.version {
                 if *bytes != root_bytes.as_slice() {
-                    return Err(invalid(Part::Root, format!("offered root version {claimed} differs from the installed root of that version")));
+                    return Err(invalid(
+                        Part::Root,
+                        format!(
+                            "offered root version {claimed} differs from the installed root of that version"
+                        ),
+                    ));
                 }
                 continue;
             }
@@ -442,8 +456,13 @@ impl Trusted {
             }
             _ => file.channel.to_owned(),
         };
-        let timestamp: Verified<Timestamp> =
-            verify_doc(file.timestamp, PayloadKind::Timestamp, &root, Role::Timestamp, &channel)?;
+        let timestamp: Verified<Timestamp> = verify_doc(
+            file.timestamp,
+            PayloadKind::Timestamp,
+            &root,
+            Role::Timestamp,
+            &channel,
+        )?;
         if timestamp.channel != channel {
             return Err(Error::ChannelMismatch {
                 what: Part::Timestamp,
@@ -452,9 +471,16 @@ impl Trusted {
             });
         }
         let ts_spec = root.role(Role::Timestamp, &channel)?;
-        check_lifetime(Part::Timestamp, Role::Timestamp, timestamp.created, timestamp.expires, ts_spec)?;
+        check_lifetime(
+            Part::Timestamp,
+            Role::Timestamp,
+            timestamp.created,
+            timestamp.expires,
+            ts_spec,
+        )?;
         if let Some(p) = prev {
-            if !rotated(&p.root, &root, Role::Timestamp, &channel) && timestamp.version <= p.timestamp.version {
+            if !rotated(&p.root, &root, Role::Timestamp, &channel) && timestamp.version <= p.timestamp.version
+            {
                 return Err(Error::Rollback {
                     what: Versioned::Timestamp,
                     offered: timestamp.version,
@@ -466,9 +492,19 @@ impl Trusted {
 
         // 3. Manifest: length and hash as the timestamp signed them, before decoding.
         check_cap(Part::Manifest, file.manifest.len(), Manifest::CAP + 16 * 1024)?;
-        check_length_and_hash(Part::Manifest, file.manifest, timestamp.manifest_length, &timestamp.manifest_sha256)?;
-        let manifest: Verified<Manifest> =
-            verify_doc(file.manifest, PayloadKind::Manifest, &root, Role::Publisher, &channel)?;
+        check_length_and_hash(
+            Part::Manifest,
+            file.manifest,
+            timestamp.manifest_length,
+            &timestamp.manifest_sha256,
+        )?;
+        let manifest: Verified<Manifest> = verify_doc(
+            file.manifest,
+            PayloadKind::Manifest,
+            &root,
+            Role::Publisher,
+            &channel,
+        )?;
         if manifest.channel != channel {
             return Err(Error::ChannelMismatch {
                 what: Part::Manifest,
@@ -484,11 +520,18 @@ impl Trusted {
             });
         }
         let pub_spec = root.role(Role::Publisher, &channel)?;
-        check_lifetime(Part::Manifest, Role::Publisher, manifest.created, manifest.expires, pub_spec)?;
+        check_lifetime(
+            Part::Manifest,
+            Role::Publisher,
+            manifest.created,
+            manifest.expires,
+            pub_spec,
+        )?;
         let mut outcome = Outcome::NewVersion;
         if let Some(p) = prev {
             if !rotated(&p.root, &root, Role::Publisher, &channel) {
-                let same = manifest.version == p.manifest.version && file.manifest == p.manifest_bytes.as_slice();
+                let same =
+                    manifest.version == p.manifest.version && file.manifest == p.manifest_bytes.as_slice();
                 if same {
                     outcome = Outcome::Refreshed;
                 } else if manifest.version <= p.manifest.version {
@@ -504,7 +547,11 @@ impl Trusted {
         if manifest.max_tlp > root.channel(&channel)?.max_tlp {
             return Err(invalid(
                 Part::Manifest,
-                format!("holds {} but channel {channel} allows at most {}", manifest.max_tlp, root.channel(&channel)?.max_tlp),
+                format!(
+                    "holds {} but channel {channel} allows at most {}",
+                    manifest.max_tlp,
+                    root.channel(&channel)?.max_tlp
+                ),
             ));
         }
 
@@ -608,13 +655,29 @@ impl Trusted {
         }
         let root = verify_self_signed_root(w.root)?;
         let channel = w.channel;
-        let timestamp: Verified<Timestamp> =
-            verify_doc(w.timestamp, PayloadKind::Timestamp, &root, Role::Timestamp, channel)?;
-        check_length_and_hash(Part::Manifest, w.manifest, timestamp.manifest_length, &timestamp.manifest_sha256)?;
+        let timestamp: Verified<Timestamp> = verify_doc(
+            w.timestamp,
+            PayloadKind::Timestamp,
+            &root,
+            Role::Timestamp,
+            channel,
+        )?;
+        check_length_and_hash(
+            Part::Manifest,
+            w.manifest,
+            timestamp.manifest_length,
+            &timestamp.manifest_sha256,
+        )?;
         let manifest: Verified<Manifest> =
             verify_doc(w.manifest, PayloadKind::Manifest, &root, Role::Publisher, channel)?;
-        if timestamp.channel != channel || manifest.channel != channel || manifest.version != timestamp.manifest_version {
-            return Err(invalid(Part::State, "timestamp and manifest do not belong together"));
+        if timestamp.channel != channel
+            || manifest.channel != channel
+            || manifest.version != timestamp.manifest_version
+        {
+            return Err(invalid(
+                Part::State,
+                "timestamp and manifest do not belong together",
+            ));
         }
         check_length_and_hash(Part::Snapshot, w.snapshot, manifest.length, &manifest.sha256)?;
         let snapshot = Snapshot::decode(w.snapshot, limits.max_snapshot)?;

@@ -26,7 +26,10 @@ pub fn parse_list(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<In
             problem,
         };
         if raw.len() > MAX_LINE {
-            return Err(err(format!("line of {} bytes; the limit is {MAX_LINE}", raw.len())));
+            return Err(err(format!(
+                "line of {} bytes; the limit is {MAX_LINE}",
+                raw.len()
+            )));
         }
         let line = match raw.find('#') {
             Some(p) => &raw[..p],
@@ -82,9 +85,18 @@ mod tests {
     #[test]
     fn detection_table() {
         let cases: &[(&str, Option<&str>)] = &[
-            ("275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F", Some("file-hash:sha256:275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f")),
-            ("3395856ce81f2b7382dee72602f798b642f14140", Some("file-hash:sha1:3395856ce81f2b7382dee72602f798b642f14140")),
-            ("44d88612fea8a8f36de82e1278abb02f", Some("file-hash:md5:44d88612fea8a8f36de82e1278abb02f")),
+            (
+                "275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F",
+                Some("file-hash:sha256:275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"),
+            ),
+            (
+                "3395856ce81f2b7382dee72602f798b642f14140",
+                Some("file-hash:sha1:3395856ce81f2b7382dee72602f798b642f14140"),
+            ),
+            (
+                "44d88612fea8a8f36de82e1278abb02f",
+                Some("file-hash:md5:44d88612fea8a8f36de82e1278abb02f"),
+            ),
             ("198.51.100.7", Some("remote-addr:198.51.100.7")),
             ("198.51.100.7/24", Some("remote-addr:198.51.100.0/24")),
             ("2001:DB8::1", Some("remote-addr:2001:db8::1")),
@@ -106,13 +118,17 @@ mod tests {
         let text = "# EICAR\n\n44d88612fea8a8f36de82e1278abb02f  # md5\n44D88612FEA8A8F36DE82E1278ABB02F\n198.51.100.7\n";
         let got = parse_list(Path::new("feed.txt"), text, &defaults()).unwrap();
         assert_eq!(got.len(), 2);
-        assert!(got.iter().any(|i| matches!(&i.observable, Observable::FileHash { hash, .. } if hash.kind == HashKind::Md5)));
+        assert!(got.iter().any(
+            |i| matches!(&i.observable, Observable::FileHash { hash, .. } if hash.kind == HashKind::Md5)
+        ));
     }
 
     #[test]
     fn junk_line_names_file_and_line() {
         let text = "44d88612fea8a8f36de82e1278abb02f\n\nnot-an-indicator\n";
-        let err = parse_list(Path::new("/feeds/bad.txt"), text, &defaults()).unwrap_err().to_string();
+        let err = parse_list(Path::new("/feeds/bad.txt"), text, &defaults())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/feeds/bad.txt:3: "), "{err}");
         assert!(err.contains("not-an-indicator"), "{err}");
     }

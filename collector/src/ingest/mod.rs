@@ -51,7 +51,9 @@ pub fn parse_file(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<In
         return Err(CollectorError::Parse {
             path: path.to_owned(),
             line: 1,
-            problem: "this looks like JSON (a STIX bundle or MISP event); this version ingests plain lists only".into(),
+            problem:
+                "this looks like JSON (a STIX bundle or MISP event); this version ingests plain lists only"
+                    .into(),
         });
     }
     parse_list(path, text, defaults)
@@ -73,7 +75,14 @@ pub fn derived_id(observable: &Observable) -> String {
     b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
     let x = hex::encode(b);
-    format!("indicator--{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+    format!(
+        "indicator--{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
 }
 
 /// The canonical text of an observable: kind, then normalised value.
