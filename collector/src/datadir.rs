@@ -31,6 +31,9 @@ pub const ANCHOR: &str = "root.pub";
 /// The online keys' folder.
 pub const KEYS: &str = "keys";
 
+/// Root envelopes by version, oldest first.
+pub type RootChain = Vec<(u64, Vec<u8>)>;
+
 /// An opened data directory.
 #[derive(Debug)]
 pub struct DataDir {
@@ -204,10 +207,7 @@ impl DataDir {
     }
 
     /// The root in force, verified from the anchor along the stored chain, with the chain.
-    pub fn current_root(
-        &self,
-        store: &Store,
-    ) -> Result<(Verified<Root>, Vec<(u64, Vec<u8>)>), CollectorError> {
+    pub fn current_root(&self, store: &Store) -> Result<(Verified<Root>, RootChain), CollectorError> {
         let chain = store.roots()?;
         let borrowed: Vec<(u64, &[u8])> = chain.iter().map(|(v, b)| (*v, b.as_slice())).collect();
         let root = verify_root_chain(&self.anchor()?, &borrowed)

@@ -99,7 +99,7 @@ pub enum HashKind {
 
 impl HashKind {
     /// The digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashKind::Md5 => 16,
             HashKind::Sha1 => 20,
@@ -145,13 +145,13 @@ impl Hash {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.value.len() != self.kind.len() {
+        if self.value.len() != self.kind.digest_len() {
             return Err(invalid(
                 Part::Record,
                 format!(
                     "a {} digest is {} bytes, not {}",
                     self.kind.name(),
-                    self.kind.len(),
+                    self.kind.digest_len(),
                     self.value.len()
                 ),
             ));

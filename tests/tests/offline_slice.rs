@@ -1,6 +1,8 @@
 //! The offline slice end to end, with the real binaries: a collector publishes the EICAR hashes,
 //! an air-gapped agent imports the exported set file and scans a folder.
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
+
 use std::fs;
 use std::path::Path;
 use std::thread::sleep;
