@@ -51,7 +51,8 @@ pub enum Imported {
 
 impl StateDir {
     /// Opens (creating it 0700 if needed) and locks the state directory. The lock is held until
-    /// the value is dropped, so two imports cannot interleave.
+    /// the value is dropped, so two imports cannot interleave. Temporary files that a killed
+    /// import left behind are deleted once the lock is held.
     pub fn open(path: &Path) -> Result<StateDir, AgentError> {
         fs::create_dir_all(path).map_err(AgentError::io(path))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(AgentError::io(path))?;
@@ -72,6 +73,7 @@ impl StateDir {
             }
             Err(fs::TryLockError::Error(e)) => return Err(AgentError::io(&lock_path)(e)),
         }
+        remove_stale_temps(path, SET_FILE)?;
         Ok(StateDir {
             path: path.to_owned(),
             _lock: lock,
@@ -178,7 +180,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, AgentError> {
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new content.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temp_prefix(name), std::process::id()));
     let target = dir.join(name);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -200,4 +202,25 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Agen
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The prefix of `write_atomically`'s temporary files for `name`; the writer's process id follows.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Deletes temporary files that writers of `dir/name` left when they were killed between
+/// creating the file and renaming it. Each writer names its file after its process id, so
+/// without this every crash would leave another full-size copy of the set behind. Only called
+/// with the directory locked: no live writer owns one of these files.
+fn remove_stale_temps(dir: &Path, name: &str) -> Result<(), AgentError> {
+    let prefix = temp_prefix(name);
+    for entry in fs::read_dir(dir).map_err(AgentError::io(dir))? {
+        let entry = entry.map_err(AgentError::io(dir))?;
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(AgentError::io(&path))?;
+        }
+    }
+    Ok(())
 }

@@ -34,6 +34,7 @@ mod set;
 mod setfile;
 mod time;
 mod verify;
+mod view;
 
 pub use anchor::TrustAnchor;
 pub use docs::{ChannelSpec, DeltaRef, Document, Manifest, RoleSpec, Root, Timestamp};
@@ -47,6 +48,7 @@ pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
 pub use time::rfc3339;
+pub use view::{RecordRef, SnapshotView};
 pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
 
 /// Signs a document with `keys` and returns the envelope bytes.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_cap, invalid, malformed, Error, Part, Result};
 use crate::indicator::{Indicator, Meta, Observable};
+use crate::view::SnapshotView;
 
 const SNAPSHOT_MAGIC: [u8; 4] = *b"PKSS";
 const DELTA_MAGIC: [u8; 4] = *b"PKSD";
@@ -48,35 +49,35 @@ impl Record {
 
     /// Decodes the indicator, or `None` when the kind is one this build does not know.
     pub fn indicator(&self) -> Result<Option<Indicator>> {
-        if self.kind == 0 || self.kind > Observable::MAX_KNOWN_TAG {
-            return Ok(None);
-        }
-        let ((meta, observable), rest): ((Meta, Observable), &[u8]) = postcard::take_from_bytes(&self.body)
-            .map_err(|e| Error::Malformed {
-            what: Part::Record,
-            detail: format!("{}: {e}", self.id),
-        })?;
-        if !rest.is_empty() {
-            return Err(malformed(Part::Record, format!("{}: trailing bytes", self.id)));
-        }
-        if observable.kind_tag() != self.kind {
-            return Err(invalid(
-                Part::Record,
-                format!(
-                    "{}: tagged kind {} but holds a {}",
-                    self.id,
-                    self.kind,
-                    observable.kind_name()
-                ),
-            ));
-        }
-        observable.validate()?;
-        Ok(Some(Indicator {
-            id: self.id.clone(),
-            observable,
-            meta,
-        }))
+        decode_indicator(self.kind, &self.id, &self.body)
     }
+}
+
+/// Decodes a record's body into an indicator, or `None` for a kind this build does not know.
+pub(crate) fn decode_indicator(kind: u16, id: &str, body: &[u8]) -> Result<Option<Indicator>> {
+    if kind == 0 || kind > Observable::MAX_KNOWN_TAG {
+        return Ok(None);
+    }
+    let ((meta, observable), rest): ((Meta, Observable), &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| Error::Malformed {
+            what: Part::Record,
+            detail: format!("{id}: {e}"),
+        })?;
+    if !rest.is_empty() {
+        return Err(malformed(Part::Record, format!("{id}: trailing bytes")));
+    }
+    if observable.kind_tag() != kind {
+        return Err(invalid(
+            Part::Record,
+            format!("{id}: tagged kind {kind} but holds a {}", observable.kind_name()),
+        ));
+    }
+    observable.validate()?;
+    Ok(Some(Indicator {
+        id: id.to_owned(),
+        observable,
+        meta,
+    }))
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -177,37 +178,15 @@ impl Snapshot {
         postcard::to_allocvec(&wire).expect("encoding a snapshot cannot fail")
     }
 
-    /// Decodes canonical snapshot bytes, refusing anything over `cap` before decoding.
+    /// Decodes canonical snapshot bytes, refusing anything over `cap` before decoding. The
+    /// checks are [`SnapshotView::parse`]'s; this copies the records out.
     pub fn decode(bytes: &[u8], cap: usize) -> Result<Snapshot> {
-        check_cap(Part::Snapshot, bytes.len(), cap)?;
-        let (wire, rest): (SnapshotWire<'_>, &[u8]) =
-            postcard::take_from_bytes(bytes).map_err(|e| malformed(Part::Snapshot, e))?;
-        if !rest.is_empty() {
-            return Err(malformed(Part::Snapshot, "trailing bytes"));
-        }
-        if wire.magic != SNAPSHOT_MAGIC {
-            return Err(malformed(Part::Snapshot, "not a Picket snapshot"));
-        }
-        if wire.format != FORMAT {
-            return Err(Error::UnsupportedFormat {
-                what: Part::Snapshot,
-                version: wire.format,
-            });
-        }
-        ascending(Part::Snapshot, wire.records.iter().map(|r| r.id))?;
-        wire.records.iter().try_for_each(|r| check_id(r.id))?;
-        let snap = Snapshot {
-            channel: wire.channel.to_owned(),
-            version: wire.version,
-            records: wire.records.into_iter().map(Record::from).collect(),
-        };
-        if snap.encode() != bytes {
-            return Err(Error::NonCanonical {
-                what: Part::Snapshot,
-                detail: "re-encoding gives other bytes".into(),
-            });
-        }
-        Ok(snap)
+        let view = SnapshotView::parse(bytes, cap)?;
+        Ok(Snapshot {
+            channel: view.channel().to_owned(),
+            version: view.version(),
+            records: view.records().map(|r| r.to_record()).collect(),
+        })
     }
 
     /// Decodes every record of a known kind; unknown kinds are skipped and counted.
@@ -347,6 +326,10 @@ impl Delta {
         }
         ascending(Part::Delta, wire.remove.iter().copied())?;
         ascending(Part::Delta, wire.upsert.iter().map(|r| r.id))?;
+        // The same id rule as a snapshot's: otherwise a delta could rebuild a snapshot that the
+        // full path refuses, and an agent would install state it cannot load back.
+        wire.remove.iter().try_for_each(|id| check_id(id))?;
+        wire.upsert.iter().try_for_each(|r| check_id(r.id))?;
         let delta = Delta {
             channel: wire.channel.to_owned(),
             base_version: wire.base_version,

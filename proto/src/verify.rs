@@ -299,14 +299,36 @@ pub struct Trusted {
     manifest_bytes: Vec<u8>,
     snapshot: Verified<Snapshot>,
     snapshot_bytes: Vec<u8>,
-    clock_floor: i64,
+    floors: Floors,
+}
+
+/// The newest `created` verified from each role. The agent's clock is never taken to be below
+/// any of them; a role's floor is dropped, like its version, when the root rotates its keys, so
+/// a stolen key that stamped a far-future `created` cannot freeze the agent after recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Floors {
+    root: i64,
+    timestamp: i64,
+    publisher: i64,
+}
+
+impl Floors {
+    const NONE: Floors = Floors {
+        root: i64::MIN,
+        timestamp: i64::MIN,
+        publisher: i64::MIN,
+    };
+
+    fn max(&self) -> i64 {
+        self.root.max(self.timestamp).max(self.publisher)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 struct StateWire<'a> {
     magic: [u8; 4],
     format: u8,
-    clock_floor: i64,
+    floors: Floors,
     #[serde(borrow)]
     channel: &'a str,
     #[serde(borrow)]
@@ -365,12 +387,12 @@ impl Trusted {
     /// The time below which this agent's clock is never taken to be: the newest `created` it
     /// has verified.
     pub fn clock_floor(&self) -> i64 {
-        self.clock_floor
+        self.floors.max()
     }
 
     /// The time to check expiry against, given the wall clock.
     pub fn effective_now(&self, wall: i64) -> i64 {
-        wall.max(self.clock_floor)
+        wall.max(self.floors.max())
     }
 
     /// Whether the root, manifest and timestamp are all still within their lifetimes.
@@ -400,8 +422,6 @@ impl Trusted {
         wall: i64,
         limits: &Limits,
     ) -> Result<(Trusted, Outcome)> {
-        let now = prev.map_or(wall, |p| p.effective_now(wall));
-
         // 1. Roots, one version at a time.
         let (mut root, mut root_bytes) = match prev {
             Some(p) => (p.root.clone(), p.root_bytes.clone()),
@@ -441,9 +461,6 @@ impl Trusted {
                 });
             }
         }
-        not_expired(Part::Root, root.expires, now)?;
-
-        // 2. Timestamp.
         // The file's channel claim only chooses which keys to verify with; the signed documents
         // must then name the same channel.
         let channel = match prev {
@@ -456,6 +473,21 @@ impl Trusted {
             }
             _ => file.channel.to_owned(),
         };
+        // The time: never below what was verified before, except what a role whose keys the
+        // root just rotated claimed (TUF 5.3.11, applied to the clock as to versions).
+        let ts_rotated = prev.is_some_and(|p| rotated(&p.root, &root, Role::Timestamp, &channel));
+        let pub_rotated = prev.is_some_and(|p| rotated(&p.root, &root, Role::Publisher, &channel));
+        let mut floors = prev.map_or(Floors::NONE, |p| p.floors);
+        if ts_rotated {
+            floors.timestamp = i64::MIN;
+        }
+        if pub_rotated {
+            floors.publisher = i64::MIN;
+        }
+        let now = wall.max(floors.max());
+        not_expired(Part::Root, root.expires, now)?;
+
+        // 2. Timestamp.
         let timestamp: Verified<Timestamp> = verify_doc(
             file.timestamp,
             PayloadKind::Timestamp,
@@ -479,8 +511,7 @@ impl Trusted {
             ts_spec,
         )?;
         if let Some(p) = prev {
-            if !rotated(&p.root, &root, Role::Timestamp, &channel) && timestamp.version <= p.timestamp.version
-            {
+            if !ts_rotated && timestamp.version <= p.timestamp.version {
                 return Err(Error::Rollback {
                     what: Versioned::Timestamp,
                     offered: timestamp.version,
@@ -529,7 +560,7 @@ impl Trusted {
         )?;
         let mut outcome = Outcome::NewVersion;
         if let Some(p) = prev {
-            if !rotated(&p.root, &root, Role::Publisher, &channel) {
+            if !pub_rotated {
                 let same =
                     manifest.version == p.manifest.version && file.manifest == p.manifest_bytes.as_slice();
                 if same {
@@ -597,15 +628,11 @@ impl Trusted {
             });
         }
 
-        let clock_floor = [
-            prev.map_or(i64::MIN, |p| p.clock_floor),
-            root.created,
-            timestamp.created,
-            manifest.created,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(i64::MIN);
+        let floors = Floors {
+            root: floors.root.max(root.created),
+            timestamp: floors.timestamp.max(timestamp.created),
+            publisher: floors.publisher.max(manifest.created),
+        };
         Ok((
             Trusted {
                 root,
@@ -616,7 +643,7 @@ impl Trusted {
                 manifest_bytes: file.manifest.to_vec(),
                 snapshot: Verified(snapshot),
                 snapshot_bytes,
-                clock_floor,
+                floors,
             },
             outcome,
         ))
@@ -627,7 +654,7 @@ impl Trusted {
         let wire = StateWire {
             magic: STATE_MAGIC,
             format: 1,
-            clock_floor: self.clock_floor,
+            floors: self.floors,
             channel: &self.manifest.channel,
             root: &self.root_bytes,
             timestamp: &self.timestamp_bytes,
@@ -690,7 +717,7 @@ impl Trusted {
             manifest_bytes: w.manifest.to_vec(),
             snapshot: Verified(snapshot),
             snapshot_bytes: w.snapshot.to_vec(),
-            clock_floor: w.clock_floor,
+            floors: w.floors,
         })
     }
 }
