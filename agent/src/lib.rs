@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod digest;
 pub mod matcher;
 pub mod scan;
 pub mod store;

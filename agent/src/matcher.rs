@@ -8,52 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use picket_proto::{Decoded, HashKind, Indicator, Observable};
 
-/// A set of digest kinds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Kinds {
-    /// MD5 wanted.
-    pub md5: bool,
-    /// SHA-1 wanted.
-    pub sha1: bool,
-    /// SHA-256 wanted.
-    pub sha256: bool,
-}
-
-impl Kinds {
-    /// Whether no digest is wanted.
-    pub fn is_empty(&self) -> bool {
-        !(self.md5 || self.sha1 || self.sha256)
-    }
-
-    fn set(&mut self, kind: HashKind) {
-        match kind {
-            HashKind::Md5 => self.md5 = true,
-            HashKind::Sha1 => self.sha1 = true,
-            HashKind::Sha256 => self.sha256 = true,
-        }
-    }
-}
-
-/// The digests computed for one file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Digests {
-    /// MD5, if computed.
-    pub md5: Option<[u8; 16]>,
-    /// SHA-1, if computed.
-    pub sha1: Option<[u8; 20]>,
-    /// SHA-256, if computed.
-    pub sha256: Option<[u8; 32]>,
-}
-
-impl Digests {
-    fn get(&self, kind: HashKind) -> Option<&[u8]> {
-        match kind {
-            HashKind::Md5 => self.md5.as_ref().map(|d| &d[..]),
-            HashKind::Sha1 => self.sha1.as_ref().map(|d| &d[..]),
-            HashKind::Sha256 => self.sha256.as_ref().map(|d| &d[..]),
-        }
-    }
-}
+pub use crate::digest::{Digests, Kinds};
 
 /// One digest kind's indicators: digest to indicator indexes, and the sizes that can match
 /// when every indicator of the kind names a size.

@@ -6,14 +6,13 @@
 //! after the check cannot hang it), reports unreadable files and goes on, and drops the digests
 //! of a file that changed while it was read rather than report a wrong hash.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use md5::Digest as _;
-
-use crate::matcher::{Digests, FileMatch, Kinds, Matcher};
+use crate::digest::{hash_file, Digests};
+use crate::matcher::{FileMatch, Matcher};
 
 /// How to scan.
 #[derive(Debug, Clone)]
@@ -159,67 +158,4 @@ fn scan_file(
             report.error(path, &e);
         }
     }
-}
-
-/// Hashes `path` for `kinds` in one read. Returns `None` if the file changed while it was read
-/// (size, modification or change time differ afterwards), or if it is not the file `seen` was
-/// taken from.
-pub fn hash_file(
-    path: &Path,
-    seen: &fs::Metadata,
-    kinds: Kinds,
-    buf: &mut [u8],
-) -> io::Result<Option<Digests>> {
-    let mut file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(path)?;
-    let before = file.metadata()?;
-    if !before.is_file() || before.ino() != seen.ino() || before.dev() != seen.dev() {
-        return Ok(None);
-    }
-    let mut sha256 = kinds
-        .sha256
-        .then(|| ring::digest::Context::new(&ring::digest::SHA256));
-    let mut sha1 = kinds.sha1.then(sha1::Sha1::new);
-    let mut md5 = kinds.md5.then(md5::Md5::new);
-    let mut total = 0u64;
-    loop {
-        let n = match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        total += n as u64;
-        if let Some(h) = sha256.as_mut() {
-            h.update(chunk);
-        }
-        if let Some(h) = sha1.as_mut() {
-            h.update(chunk);
-        }
-        if let Some(h) = md5.as_mut() {
-            h.update(chunk);
-        }
-    }
-    let after = file.metadata()?;
-    let changed = after.len() != before.len()
-        || total != before.len()
-        || after.mtime() != before.mtime()
-        || after.mtime_nsec() != before.mtime_nsec()
-        || after.ctime() != before.ctime()
-        || after.ctime_nsec() != before.ctime_nsec();
-    if changed {
-        return Ok(None);
-    }
-    Ok(Some(Digests {
-        sha256: sha256.map(|h| {
-            let mut out = [0u8; 32];
-            out.copy_from_slice(h.finish().as_ref());
-            out
-        }),
-        sha1: sha1.map(|h| h.finalize().into()),
-        md5: md5.map(|h| h.finalize().into()),
-    }))
 }
