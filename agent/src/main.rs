@@ -230,7 +230,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "set_version": t.manifest().version,
                     "timestamp_version": t.timestamp().version,
                     "root_version": t.root().version,
-                    "indicators": t.snapshot().records.len(),
+                    "indicators": t.snapshot().len(),
                     "created": t.manifest().created,
                     "fresh": fresh,
                     "expires": t.timestamp().expires.min(t.manifest().expires).min(t.root().expires),
@@ -242,7 +242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     t.root().org,
                     t.manifest().channel,
                     t.manifest().version,
-                    t.snapshot().records.len(),
+                    t.snapshot().len(),
                     t.root().version
                 );
             }

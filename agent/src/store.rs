@@ -122,7 +122,7 @@ impl StateDir {
             _ => Imported::NewVersion {
                 from: prev.map(|p| p.manifest().version),
                 to: next.manifest().version,
-                records: next.snapshot().records.len(),
+                records: next.snapshot().len(),
             },
         })
     }

@@ -31,8 +31,9 @@ use crate::docs::{check_lifetime, Document, Manifest, RoleSpec, Root, Timestamp}
 use crate::envelope::{signing_message, Envelope, PayloadKind};
 use crate::error::{check_cap, invalid, malformed, Error, Part, Result, Role, Versioned};
 use crate::keys::PublicKey;
-use crate::set::{Delta, Snapshot};
+use crate::set::Delta;
 use crate::setfile::{Content, SetFile};
+use crate::view::{SnapshotView, ViewHeader};
 
 /// Size caps for everything an agent decodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,8 +298,8 @@ pub struct Trusted {
     timestamp_bytes: Vec<u8>,
     manifest: Verified<Manifest>,
     manifest_bytes: Vec<u8>,
-    snapshot: Verified<Snapshot>,
     snapshot_bytes: Vec<u8>,
+    snapshot_header: ViewHeader,
     floors: Floors,
 }
 
@@ -379,9 +380,9 @@ impl Trusted {
         &self.manifest
     }
 
-    /// The snapshot in force.
-    pub fn snapshot(&self) -> &Verified<Snapshot> {
-        &self.snapshot
+    /// The snapshot in force, read in place from its verified bytes.
+    pub fn snapshot(&self) -> SnapshotView<'_> {
+        SnapshotView::from_header(&self.snapshot_bytes, self.snapshot_header)
     }
 
     /// The time below which this agent's clock is never taken to be: the newest `created` it
@@ -587,11 +588,11 @@ impl Trusted {
         }
 
         // 4. Content.
-        let (snapshot, snapshot_bytes) = match file.content {
+        let snapshot_bytes = match file.content {
             Content::Full(bytes) => {
                 check_cap(Part::Snapshot, bytes.len(), limits.max_snapshot)?;
                 check_length_and_hash(Part::Snapshot, bytes, manifest.length, &manifest.sha256)?;
-                (Snapshot::decode(bytes, limits.max_snapshot)?, bytes.to_vec())
+                bytes.to_vec()
             }
             Content::Delta(bytes) => {
                 let p = prev.ok_or(Error::DeltaBase { held: 0 })?;
@@ -606,27 +607,28 @@ impl Trusted {
                 check_cap(Part::Delta, bytes.len(), limits.max_delta)?;
                 check_length_and_hash(Part::Delta, bytes, dref.length, &dref.sha256)?;
                 let delta = Delta::decode(bytes, limits.max_delta)?;
-                let rebuilt = delta.apply(&p.snapshot)?;
-                let rebuilt_bytes = rebuilt.encode();
-                check_cap(Part::Snapshot, rebuilt_bytes.len(), limits.max_snapshot)?;
-                check_length_and_hash(Part::Snapshot, &rebuilt_bytes, manifest.length, &manifest.sha256)?;
-                (rebuilt, rebuilt_bytes)
+                let rebuilt = delta.apply_to_bytes(&p.snapshot())?;
+                check_cap(Part::Snapshot, rebuilt.len(), limits.max_snapshot)?;
+                check_length_and_hash(Part::Snapshot, &rebuilt, manifest.length, &manifest.sha256)?;
+                rebuilt
             }
         };
-        if snapshot.version != manifest.version {
+        let snapshot = SnapshotView::parse(&snapshot_bytes, limits.max_snapshot)?;
+        if snapshot.version() != manifest.version {
             return Err(Error::VersionMismatch {
                 what: Part::Snapshot,
                 expected: manifest.version,
-                found: snapshot.version,
+                found: snapshot.version(),
             });
         }
-        if snapshot.channel != channel {
+        if snapshot.channel() != channel {
             return Err(Error::ChannelMismatch {
                 what: Part::Snapshot,
                 expected: channel,
-                found: snapshot.channel,
+                found: snapshot.channel().to_owned(),
             });
         }
+        let snapshot_header = snapshot.header();
 
         let floors = Floors {
             root: floors.root.max(root.created),
@@ -641,8 +643,8 @@ impl Trusted {
                 timestamp_bytes: file.timestamp.to_vec(),
                 manifest,
                 manifest_bytes: file.manifest.to_vec(),
-                snapshot: Verified(snapshot),
                 snapshot_bytes,
+                snapshot_header,
                 floors,
             },
             outcome,
@@ -707,7 +709,14 @@ impl Trusted {
             ));
         }
         check_length_and_hash(Part::Snapshot, w.snapshot, manifest.length, &manifest.sha256)?;
-        let snapshot = Snapshot::decode(w.snapshot, limits.max_snapshot)?;
+        let view = SnapshotView::parse(w.snapshot, limits.max_snapshot)?;
+        if view.version() != manifest.version || view.channel() != channel {
+            return Err(invalid(
+                Part::State,
+                "the snapshot does not belong to the manifest",
+            ));
+        }
+        let snapshot_header = view.header();
         Ok(Trusted {
             root,
             root_bytes: w.root.to_vec(),
@@ -715,8 +724,8 @@ impl Trusted {
             timestamp_bytes: w.timestamp.to_vec(),
             manifest,
             manifest_bytes: w.manifest.to_vec(),
-            snapshot: Verified(snapshot),
             snapshot_bytes: w.snapshot.to_vec(),
+            snapshot_header,
             floors: w.floors,
         })
     }

@@ -53,6 +53,17 @@ pub struct SnapshotView<'a> {
     records_at: usize,
 }
 
+/// What [`SnapshotView::parse`] learnt, kept beside the bytes so a view can be rebuilt without
+/// walking the records again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViewHeader {
+    channel_at: usize,
+    channel_len: usize,
+    version: u64,
+    count: usize,
+    records_at: usize,
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -182,6 +193,53 @@ impl<'a> SnapshotView<'a> {
             count: count as usize,
             records_at,
         })
+    }
+
+    pub(crate) fn header(&self) -> ViewHeader {
+        let channel_at = self.channel.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        ViewHeader {
+            channel_at,
+            channel_len: self.channel.len(),
+            version: self.version,
+            count: self.count,
+            records_at: self.records_at,
+        }
+    }
+
+    /// Rebuilds the view of bytes that `parse` accepted with this header.
+    pub(crate) fn from_header(bytes: &'a [u8], h: ViewHeader) -> SnapshotView<'a> {
+        // Invariant: `h` came from `parse` over these very bytes, which checked the channel's
+        // UTF-8; the slice and the conversion cannot fail.
+        let channel = std::str::from_utf8(&bytes[h.channel_at..h.channel_at + h.channel_len])
+            .expect("checked by parse");
+        SnapshotView {
+            bytes,
+            channel,
+            version: h.version,
+            count: h.count,
+            records_at: h.records_at,
+        }
+    }
+
+    /// An owned copy of the snapshot.
+    pub fn to_snapshot(&self) -> crate::Snapshot {
+        crate::Snapshot {
+            channel: self.channel.to_owned(),
+            version: self.version,
+            records: self.records().map(|r| r.to_record()).collect(),
+        }
+    }
+
+    /// Decodes every record of a known kind; unknown kinds are skipped and counted.
+    pub fn indicators(&self) -> Result<crate::Decoded> {
+        let mut out = crate::Decoded::default();
+        for r in self.records() {
+            match r.indicator()? {
+                Some(ind) => out.indicators.push(ind),
+                None => out.unknown_kinds += 1,
+            }
+        }
+        Ok(out)
     }
 
     /// The channel.
