@@ -13,9 +13,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod digest;
 pub mod matcher;
 pub mod scan;
+pub mod sightings;
 pub mod store;
 
 mod error;
