@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod budget;
+pub mod config;
 pub mod digest;
 pub mod matcher;
 pub mod scan;

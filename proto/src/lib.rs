@@ -47,7 +47,7 @@ pub use indicator::{
 pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
-pub use time::rfc3339;
+pub use time::{parse_duration, rfc3339};
 pub use view::{RecordRef, SnapshotView};
 pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
 

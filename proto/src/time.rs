@@ -23,6 +23,23 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Parses durations such as `90s`, `15m`, `12h`, `30d`, `2w` into seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&s| s > 0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -34,6 +51,23 @@ mod tests {
             (-1, "1969-12-31T23:59:59Z"),
         ] {
             assert_eq!(super::rfc3339(secs), want);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (text, want) in [
+            ("90s", Some(90)),
+            ("15m", Some(900)),
+            ("12h", Some(43_200)),
+            ("30d", Some(2_592_000)),
+            ("2w", Some(1_209_600)),
+            ("0s", None),
+            ("10", None),
+            ("d", None),
+            ("5y", None),
+        ] {
+            assert_eq!(super::parse_duration(text), want, "{text}");
         }
     }
 }
