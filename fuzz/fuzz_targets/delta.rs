@@ -1,3 +1,3 @@
 #![no_main]
-use picket_proto::{Limits, Delta};
+use picket_proto::{Delta, Limits};
 libfuzzer_sys::fuzz_target!(|data: &[u8]| drop(Delta::decode(data, Limits::default().max_delta)));

@@ -11,9 +11,10 @@
 use std::sync::OnceLock;
 
 use picket_proto::{
-    sha256, sign_document, ChannelSpec, Content, Delta, DeltaRef, Document, Envelope, Hash, HashKind, Indicator, IpNet,
-    Limits, Manifest, Meta, Observable, PayloadKind, ProcessCondition, Record, Role, RoleSpec, Root, SetFile,
-    Severity, SigningKey, Snapshot, Timestamp, Tlp, TrustAnchor, Trusted,
+    sha256, sign_document, ChannelSpec, Content, Delta, DeltaRef, Document, Envelope, Hash, HashKind,
+    Indicator, IpNet, Limits, Manifest, Meta, Observable, PayloadKind, ProcessCondition, Record, Role,
+    RoleSpec, Root, SetFile, Severity, SigningKey, Snapshot, SnapshotView, Timestamp, Tlp, TrustAnchor,
+    Trusted,
 };
 
 /// The channel every seed set is published on.
@@ -33,6 +34,41 @@ pub fn update(data: &[u8]) {
     }
 }
 
+/// Checks the hand-written snapshot parser against postcard's encoder on `data`: whatever the
+/// borrowed view accepts must re-encode to exactly `data`, address each record by its offset,
+/// and rebuild the seed delta byte for byte as the owned path does.
+pub fn view(data: &[u8]) {
+    let Ok(view) = SnapshotView::parse(data, Limits::default().max_snapshot) else {
+        return;
+    };
+    let records = view
+        .records()
+        .map(|r| {
+            assert_eq!(
+                view.record_at(r.offset),
+                Ok(r),
+                "record_at disagrees with records()"
+            );
+            r.to_record()
+        })
+        .collect();
+    let owned = Snapshot {
+        channel: view.channel().to_owned(),
+        version: view.version(),
+        records,
+    };
+    assert!(
+        owned.encode() == data,
+        "the view accepted bytes that are not the canonical encoding"
+    );
+    let delta = &chain().delta;
+    let by_bytes = delta.apply_to_bytes(&view).ok();
+    assert!(
+        by_bytes == delta.apply(&owned).ok().map(|s| s.encode()),
+        "apply_to_bytes disagrees with apply"
+    );
+}
+
 /// Valid inputs for every target, as `(target, file name, bytes)`.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let c = chain();
@@ -42,10 +78,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("root", "v1".to_owned(), c.root.encode()),
         ("snapshot", "v1".to_owned(), c.v1.encode()),
         ("snapshot", "v2".to_owned(), c.v2.encode()),
+        ("view", "v1".to_owned(), c.v1.encode()),
+        ("view", "v2".to_owned(), c.v2.encode()),
         ("delta", "v1-v2".to_owned(), Delta::between(&c.v1, &c.v2).encode()),
         ("state", "v1".to_owned(), c.installed.encode()),
     ];
-    for (name, bytes) in [("full-v1", &c.full_v1), ("full-v2", &c.full_v2), ("delta-v2", &c.delta_v2)] {
+    for (name, bytes) in [
+        ("full-v1", &c.full_v1),
+        ("full-v2", &c.full_v2),
+        ("delta-v2", &c.delta_v2),
+    ] {
         out.push(("setfile", name.to_owned(), bytes.clone()));
         out.push(("update", name.to_owned(), bytes.clone()));
         // Invariant: the seed files were encoded by `build_chain` and verified there.
@@ -55,8 +97,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("envelope", format!("manifest-{name}"), file.manifest.to_vec()));
         let stamp = Envelope::decode(file.timestamp, PayloadKind::Timestamp, 1 << 20);
         let manifest = Envelope::decode(file.manifest, PayloadKind::Manifest, 1 << 20);
-        out.push(("timestamp", name.to_owned(), stamp.expect("a seed timestamp decodes").payload.to_vec()));
-        out.push(("manifest", name.to_owned(), manifest.expect("a seed manifest decodes").payload.to_vec()));
+        out.push((
+            "timestamp",
+            name.to_owned(),
+            stamp.expect("a seed timestamp decodes").payload.to_vec(),
+        ));
+        out.push((
+            "manifest",
+            name.to_owned(),
+            manifest.expect("a seed manifest decodes").payload.to_vec(),
+        ));
     }
     out
 }
@@ -68,6 +118,7 @@ struct Chain {
     root: Root,
     v1: Snapshot,
     v2: Snapshot,
+    delta: Delta,
     full_v1: Vec<u8>,
     full_v2: Vec<u8>,
     delta_v2: Vec<u8>,
@@ -110,9 +161,16 @@ fn build_chain() -> Chain {
     };
     let root_env = sign_document(&root, PayloadKind::Root, &[&root_key]);
 
-    let v1 = snapshot(1, &[("indicator--a", 1), ("indicator--b", 2), ("indicator--c", 3)]);
-    let v2 = snapshot(2, &[("indicator--b", 2), ("indicator--c", 9), ("indicator--d", 4)]);
-    let delta = Delta::between(&v1, &v2).encode();
+    let v1 = snapshot(
+        1,
+        &[("indicator--a", 1), ("indicator--b", 2), ("indicator--c", 3)],
+    );
+    let v2 = snapshot(
+        2,
+        &[("indicator--b", 2), ("indicator--c", 9), ("indicator--d", 4)],
+    );
+    let delta_value = Delta::between(&v1, &v2);
+    let delta = delta_value.encode();
     let offer = DeltaRef {
         base_version: 1,
         base_sha256: sha256(&v1.encode()),
@@ -167,6 +225,7 @@ fn build_chain() -> Chain {
         root,
         v1,
         v2,
+        delta: delta_value,
         full_v1,
         full_v2,
         delta_v2,
@@ -225,6 +284,9 @@ mod tests {
         }
         let file = SetFile::decode(&c.delta_v2, &limits).unwrap();
         let (t, _) = Trusted::update(Some(&c.installed), &c.anchor, &file, NOW, &limits).unwrap();
-        assert_eq!(**t.snapshot(), c.v2);
+        assert_eq!(t.snapshot().to_snapshot(), c.v2);
+        // The differential check holds on the seeds themselves.
+        view(&c.v1.encode());
+        view(&c.v2.encode());
     }
 }

@@ -75,6 +75,9 @@ impl TrustAnchor {
                 other => return Err(malformed(Part::Anchor, format!("unknown field {other:?}"))),
             }
         }
+        if org.chars().any(char::is_control) {
+            return Err(invalid(Part::Anchor, "org holds a control character"));
+        }
         keys.sort();
         keys.dedup();
         let anchor = TrustAnchor {

@@ -135,6 +135,12 @@ impl Root {
 
     /// Checks the rules serde cannot: thresholds, sorted keys, unique channels, lifetime cap.
     pub fn validate(&self) -> Result<()> {
+        if self.org.chars().any(char::is_control) || self.org.trim() != self.org {
+            return Err(invalid(
+                Part::Root,
+                "org holds a control character or surrounding spaces",
+            ));
+        }
         self.root.validate("root role")?;
         let mut names = BTreeSet::new();
         for c in &self.channels {

@@ -59,11 +59,15 @@ impl Default for Limits {
 impl Limits {
     /// The cap on a whole set file: the largest content plus room for roots and documents.
     pub fn max_set_file(&self) -> usize {
-        self.max_snapshot.max(self.max_delta) + self.max_roots * Root::CAP + 2 * Manifest::CAP
+        self.max_snapshot
+            .max(self.max_delta)
+            .saturating_add(self.max_roots.saturating_mul(Root::CAP))
+            .saturating_add(2 * Manifest::CAP)
     }
 
     fn max_state(&self) -> usize {
-        self.max_snapshot + Root::CAP + Manifest::CAP + Timestamp::CAP + 64
+        self.max_snapshot
+            .saturating_add(Root::CAP + Manifest::CAP + Timestamp::CAP + 64)
     }
 }
 
@@ -221,7 +225,7 @@ fn bootstrap(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result<(Verified<R
 pub fn verify_root_chain(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result<Verified<Root>> {
     let (mut root, _) = bootstrap(anchor, roots)?;
     for (claimed, bytes) in roots.iter().filter(|(v, _)| *v > anchor.root_version) {
-        if *claimed != root.version + 1 {
+        if Some(*claimed) != root.version.checked_add(1) {
             return Err(Error::RootGap {
                 offered: *claimed,
                 held: root.version,
@@ -445,7 +449,7 @@ impl Trusted {
                 }
                 continue;
             }
-            if claimed != root.version + 1 {
+            if Some(claimed) != root.version.checked_add(1) {
                 return Err(Error::RootGap {
                     offered: claimed,
                     held: root.version,

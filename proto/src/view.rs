@@ -121,6 +121,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b).map_err(|_| self.err("invalid UTF-8"))
     }
 
+    /// Steps over a record of bytes `parse` already checked, returning its id's bytes.
+    fn skip_record(&mut self) -> Result<&'a [u8]> {
+        self.varint(3)?;
+        let len = self.varint(10)?;
+        let id = self.take(len)?;
+        let len = self.varint(10)?;
+        self.take(len)?;
+        Ok(id)
+    }
+
     fn record(&mut self) -> Result<RecordRef<'a>> {
         let offset = u32::try_from(self.pos).map_err(|_| self.err("snapshot larger than 4 GiB"))?;
         let kind = self.varint(3)?;
@@ -309,8 +319,21 @@ fn put_record(out: &mut Vec<u8>, kind: u16, id: &str, body: &[u8]) {
 
 impl Delta {
     /// Applies the delta to snapshot bytes and returns the new snapshot's canonical bytes,
-    /// without materialising either snapshot: one merge pass over the base's records.
+    /// without materialising either snapshot.
     pub fn apply_to_bytes(&self, base: &SnapshotView<'_>) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.apply_into(base, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Delta::apply_to_bytes`], writing into `out` (cleared first), so a caller can reuse
+    /// one buffer across updates: on a large set, faulting in fresh memory costs more than the
+    /// merge itself.
+    ///
+    /// One pass over the base: unchanged records are copied as whole runs of bytes and only the
+    /// records at a change are looked at. The header's record count is known only at the end,
+    /// so the records are written after a gap as large as any header, which is then closed.
+    pub fn apply_into(&self, base: &SnapshotView<'_>, out: &mut Vec<u8>) -> Result<()> {
         if self.channel != base.channel {
             return Err(Error::ChannelMismatch {
                 what: Part::Delta,
@@ -325,17 +348,39 @@ impl Delta {
                 found: self.base_version,
             });
         }
-        let mut body = Vec::with_capacity(base.bytes.len() - base.records_at + self.upsert.len() * 128);
+        let gap = 4 + 1 + 10 + self.channel.len() + 10 + 10;
+        out.clear();
+        out.reserve(gap + base.bytes.len() - base.records_at + self.upsert.len() * 128);
+        out.resize(gap, 0);
         let mut count: u64 = 0;
         let mut rm = self.remove.iter().peekable();
         let mut up = self.upsert.iter().peekable();
-        for rec in base.records() {
-            while let Some(u) = up.next_if(|u| u.id.as_str() < rec.id) {
-                put_record(&mut body, u.kind, &u.id, &u.body);
+        let mut reader = Reader {
+            bytes: base.bytes,
+            pos: base.records_at,
+        };
+        let mut run_start = reader.pos;
+        let mut run_len: u64 = 0;
+        for _ in 0..base.count {
+            let start = reader.pos;
+            // The base passed `parse`: its ids are valid UTF-8 and compare as bytes.
+            let id = reader.skip_record()?;
+            let touched = up.peek().is_some_and(|u| u.id.as_bytes() <= id)
+                || rm.peek().is_some_and(|r| r.as_bytes() <= id);
+            if !touched {
+                run_len += 1;
+                continue;
+            }
+            out.extend_from_slice(&base.bytes[run_start..start]);
+            count += run_len;
+            run_len = 0;
+            run_start = reader.pos;
+            while let Some(u) = up.next_if(|u| u.id.as_bytes() < id) {
+                put_record(out, u.kind, &u.id, &u.body);
                 count += 1;
             }
             if let Some(r) = rm.peek() {
-                match r.as_str().cmp(rec.id) {
+                match r.as_bytes().cmp(id) {
                     Ordering::Less => {
                         return Err(invalid(
                             Part::Delta,
@@ -343,24 +388,23 @@ impl Delta {
                         ))
                     }
                     Ordering::Equal => {
-                        rm.next();
-                        if up.peek().is_some_and(|u| u.id == rec.id) {
-                            return Err(invalid(
-                                Part::Delta,
-                                format!("{} is both removed and upserted", rec.id),
-                            ));
+                        if up.peek().is_some_and(|u| u.id.as_bytes() == id) {
+                            return Err(invalid(Part::Delta, format!("{r} is both removed and upserted")));
                         }
+                        rm.next();
                         continue;
                     }
                     Ordering::Greater => {}
                 }
             }
-            match up.next_if(|u| u.id == rec.id) {
-                Some(u) => put_record(&mut body, u.kind, &u.id, &u.body),
-                None => put_record(&mut body, rec.kind, rec.id, rec.body),
+            match up.next_if(|u| u.id.as_bytes() == id) {
+                Some(u) => put_record(out, u.kind, &u.id, &u.body),
+                None => out.extend_from_slice(&base.bytes[start..reader.pos]),
             }
             count += 1;
         }
+        out.extend_from_slice(&base.bytes[run_start..reader.pos]);
+        count += run_len;
         if let Some(r) = rm.next() {
             return Err(invalid(
                 Part::Delta,
@@ -368,18 +412,20 @@ impl Delta {
             ));
         }
         for u in up {
-            put_record(&mut body, u.kind, &u.id, &u.body);
+            put_record(out, u.kind, &u.id, &u.body);
             count += 1;
         }
-        let mut out = Vec::with_capacity(body.len() + 32 + self.channel.len());
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.push(FORMAT);
-        put_varint(&mut out, self.channel.len() as u64);
-        out.extend_from_slice(self.channel.as_bytes());
-        put_varint(&mut out, self.version);
-        put_varint(&mut out, count);
-        out.extend_from_slice(&body);
-        Ok(out)
+        let mut header = Vec::with_capacity(gap);
+        header.extend_from_slice(SNAPSHOT_MAGIC);
+        header.push(FORMAT);
+        put_varint(&mut header, self.channel.len() as u64);
+        header.extend_from_slice(self.channel.as_bytes());
+        put_varint(&mut header, self.version);
+        put_varint(&mut header, count);
+        let skip = gap - header.len();
+        out[skip..gap].copy_from_slice(&header);
+        out.drain(..skip);
+        Ok(())
     }
 }
 

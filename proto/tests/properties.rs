@@ -16,10 +16,11 @@
 use std::net::IpAddr;
 
 use picket_proto::{
-    sha256, sign_document, ChannelSpec, Content, Delta, DeltaRef, Document, Envelope, Error, FileCondition, Hash,
-    HashKind, Indicator, IpNet, Limits, Manifest, Meta, NamePattern, Observable, Outcome, PayloadKind,
-    ProcessCondition, PublicKey, Record, Role, RoleSpec, Root, SetFile, Severity, SigningKey, Snapshot, Timestamp,
-    Tlp, TrustAnchor, Trusted, MAX_CONDITIONS, MAX_ID, MAX_TEXT,
+    rfc3339, sha256, sign_document, verify_root_chain, ChannelSpec, Content, Delta, DeltaRef, Document,
+    Envelope, Error, FileCondition, Hash, HashKind, Indicator, IpNet, Limits, Manifest, Meta, NamePattern,
+    Observable, Outcome, PayloadKind, ProcessCondition, PublicKey, Record, Role, RoleSpec, Root, SetFile,
+    Severity, SigningKey, Snapshot, SnapshotView, Timestamp, Tlp, TrustAnchor, Trusted, MAX_CONDITIONS,
+    MAX_ID, MAX_TEXT,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -68,7 +69,7 @@ fn severity() -> impl Strategy<Value = Severity> {
 
 fn hash() -> impl Strategy<Value = Hash> {
     prop_oneof![Just(HashKind::Md5), Just(HashKind::Sha1), Just(HashKind::Sha256)]
-        .prop_flat_map(|kind| vec(any::<u8>(), kind.len()).prop_map(move |value| Hash { kind, value }))
+        .prop_flat_map(|kind| vec(any::<u8>(), kind.digest_len()).prop_map(move |value| Hash { kind, value }))
 }
 
 fn name_pattern() -> impl Strategy<Value = NamePattern> {
@@ -125,15 +126,20 @@ fn observable() -> impl Strategy<Value = Observable> {
 }
 
 fn meta() -> impl Strategy<Value = Meta> {
-    (any::<u8>(), severity(), tlp(), prop::option::of(any::<i64>()), "\\PC{0,16}").prop_map(
-        |(confidence, severity, tlp, valid_until, source)| Meta {
+    (
+        any::<u8>(),
+        severity(),
+        tlp(),
+        prop::option::of(any::<i64>()),
+        "\\PC{0,16}",
+    )
+        .prop_map(|(confidence, severity, tlp, valid_until, source)| Meta {
             confidence,
             severity,
             tlp,
             valid_until,
             source,
-        },
-    )
+        })
 }
 
 fn indicator() -> impl Strategy<Value = Indicator> {
@@ -195,8 +201,13 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 /// Two snapshots of one channel that share some ids: records only in the old one, only in the
 /// new one, in both unchanged, and in both with a new body.
 fn snapshot_pair() -> impl Strategy<Value = (Snapshot, Snapshot)> {
-    (channel(), version(), version(), btree_map(id(), (body(), body(), 0u8..4), 0..10)).prop_map(
-        |(channel, v_old, v_new, entries)| {
+    (
+        channel(),
+        version(),
+        version(),
+        btree_map(id(), (body(), body(), 0u8..4), 0..10),
+    )
+        .prop_map(|(channel, v_old, v_new, entries)| {
             let (mut old, mut new) = (Vec::new(), Vec::new());
             for (id, (a, b, fate)) in &entries {
                 match fate {
@@ -215,8 +226,7 @@ fn snapshot_pair() -> impl Strategy<Value = (Snapshot, Snapshot)> {
             let old = Snapshot::new(&channel, v_old, old).expect("ids from a map are unique and valid");
             let new = Snapshot::new(&channel, v_new, new).expect("ids from a map are unique and valid");
             (old, new)
-        },
-    )
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,14 +242,15 @@ fn role_spec() -> impl Strategy<Value = RoleSpec> {
 }
 
 fn root() -> impl Strategy<Value = Root> {
-    let channel_spec = (channel(), role_spec(), role_spec(), tlp()).prop_map(|(name, publisher, timestamp, max_tlp)| {
-        ChannelSpec {
-            name,
-            publisher,
-            timestamp,
-            max_tlp,
-        }
-    });
+    let channel_spec =
+        (channel(), role_spec(), role_spec(), tlp()).prop_map(|(name, publisher, timestamp, max_tlp)| {
+            ChannelSpec {
+                name,
+                publisher,
+                timestamp,
+                max_tlp,
+            }
+        });
     (
         any::<u64>(),
         any::<i64>(),
@@ -249,15 +260,17 @@ fn root() -> impl Strategy<Value = Root> {
         vec(channel_spec, 0..3),
         prop::option::of(any::<[u8; 32]>()),
     )
-        .prop_map(|(version, created, expires, org, root, channels, tls_ca_pin)| Root {
-            version,
-            created,
-            expires,
-            org,
-            root,
-            channels,
-            tls_ca_pin,
-        })
+        .prop_map(
+            |(version, created, expires, org, root, channels, tls_ca_pin)| Root {
+                version,
+                created,
+                expires,
+                org,
+                root,
+                channels,
+                tls_ca_pin,
+            },
+        )
 }
 
 fn manifest() -> impl Strategy<Value = Manifest> {
@@ -279,16 +292,18 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         tlp(),
         vec(delta_ref, 0..3),
     )
-        .prop_map(|(channel, version, created, expires, sha256, length, max_tlp, deltas)| Manifest {
-            channel,
-            version,
-            created,
-            expires,
-            sha256,
-            length,
-            max_tlp,
-            deltas,
-        })
+        .prop_map(
+            |(channel, version, created, expires, sha256, length, max_tlp, deltas)| Manifest {
+                channel,
+                version,
+                created,
+                expires,
+                sha256,
+                length,
+                max_tlp,
+                deltas,
+            },
+        )
 }
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {
@@ -302,14 +317,16 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
         any::<u64>(),
     )
         .prop_map(
-            |(channel, version, created, expires, manifest_version, manifest_sha256, manifest_length)| Timestamp {
-                channel,
-                version,
-                created,
-                expires,
-                manifest_version,
-                manifest_sha256,
-                manifest_length,
+            |(channel, version, created, expires, manifest_version, manifest_sha256, manifest_length)| {
+                Timestamp {
+                    channel,
+                    version,
+                    created,
+                    expires,
+                    manifest_version,
+                    manifest_sha256,
+                    manifest_length,
+                }
             },
         )
 }
@@ -414,29 +431,44 @@ fn damage(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
     out
 }
 
+/// A decoder's value, or `None` after checking that its error renders as a message. Operators
+/// read these messages, and rendering one must not panic whatever values damaged input put in
+/// it (times, for one, are formatted as dates).
+fn said<T>(r: Result<T, Error>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            assert!(!e.to_string().is_empty(), "{e:?} renders as an empty message");
+            None
+        }
+    }
+}
+
 /// Decodes a snapshot from arbitrary bytes and checks canonicity: anything that decodes
 /// re-encodes to exactly the bytes it came from.
 fn check_snapshot_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(s) = Snapshot::decode(bytes, bytes.len()) {
+    if let Some(s) = said(Snapshot::decode(bytes, bytes.len())) {
         prop_assert_eq!(s.encode(), bytes);
         prop_assert!(s.records.windows(2).all(|w| w[0].id < w[1].id));
         // Reading the records must not panic either, whatever they hold.
-        let _ = s.indicators();
+        said(s.indicators());
     }
     Ok(())
 }
 
 /// As [`check_snapshot_bytes`], for deltas.
 fn check_delta_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(d) = Delta::decode(bytes, bytes.len()) {
+    if let Some(d) = said(Delta::decode(bytes, bytes.len())) {
         prop_assert_eq!(d.encode(), bytes);
     }
     Ok(())
 }
 
 /// Decodes a document from arbitrary bytes; whatever decodes must survive its own round trip.
-fn check_document_bytes<T: Document + PartialEq + std::fmt::Debug>(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(doc) = T::decode(bytes) {
+fn check_document_bytes<T: Document + PartialEq + std::fmt::Debug>(
+    bytes: &[u8],
+) -> Result<(), TestCaseError> {
+    if let Some(doc) = said(T::decode(bytes)) {
         prop_assert_eq!(T::decode(&doc.encode()).ok(), Some(doc));
     }
     Ok(())
@@ -444,7 +476,7 @@ fn check_document_bytes<T: Document + PartialEq + std::fmt::Debug>(bytes: &[u8])
 
 fn check_envelope_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
     for kind in [PayloadKind::Root, PayloadKind::Timestamp, PayloadKind::Manifest] {
-        if let Ok(env) = Envelope::decode(bytes, kind, bytes.len()) {
+        if let Some(env) = said(Envelope::decode(bytes, kind, bytes.len())) {
             let again = env.encode();
             prop_assert_eq!(Envelope::decode(&again, kind, again.len()).ok(), Some(env));
         }
@@ -454,7 +486,7 @@ fn check_envelope_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 fn check_set_file_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
     let limits = Limits::default();
-    if let Ok(f) = SetFile::decode(bytes, &limits) {
+    if let Some(f) = said(SetFile::decode(bytes, &limits)) {
         let again = f.encode();
         prop_assert_eq!(SetFile::decode(&again, &limits).ok(), Some(f));
     }
@@ -495,14 +527,19 @@ impl Signers {
         }
     }
 
-    /// Root version 1, self-signed, with one channel.
+    /// Root version 1, signed by the fixed root key, with one channel.
     fn root_envelope(&self) -> Vec<u8> {
-        let root = Root {
-            version: 1,
+        sign_document(&self.root_doc(1, &self.root), PayloadKind::Root, &[&self.root])
+    }
+
+    /// A root of `version` whose root role is `root_key`, with one channel.
+    fn root_doc(&self, version: u64, root_key: &SigningKey) -> Root {
+        Root {
+            version,
             created: 0,
             expires: 10_000_000,
             org: "Example".into(),
-            root: RoleSpec::new(vec![self.root.public()], 1, 10_000_000),
+            root: RoleSpec::new(vec![root_key.public()], 1, 10_000_000),
             channels: vec![ChannelSpec {
                 name: CHANNEL.into(),
                 publisher: RoleSpec::new(vec![self.publisher.public()], 1, 1_000_000),
@@ -510,13 +547,29 @@ impl Signers {
                 max_tlp: Tlp::Red,
             }],
             tls_ca_pin: None,
-        };
-        sign_document(&root, PayloadKind::Root, &[&self.root])
+        }
     }
 
     /// A set file for `snapshot` (whose version is both the set and the timestamp version),
     /// carrying the full snapshot or, when given, a delta on offer under `deltas`.
-    fn publish(&self, root: &[u8], snapshot: &Snapshot, deltas: Vec<DeltaRef>, delta: Option<&[u8]>) -> Vec<u8> {
+    fn publish(
+        &self,
+        root: &[u8],
+        snapshot: &Snapshot,
+        deltas: Vec<DeltaRef>,
+        delta: Option<&[u8]>,
+    ) -> Vec<u8> {
+        self.publish_chain(&[(1, root)], snapshot, deltas, delta)
+    }
+
+    /// As [`Signers::publish`], carrying a whole root chain.
+    fn publish_chain(
+        &self,
+        roots: &[(u64, &[u8])],
+        snapshot: &Snapshot,
+        deltas: Vec<DeltaRef>,
+        delta: Option<&[u8]>,
+    ) -> Vec<u8> {
         let bytes = snapshot.encode();
         let manifest = Manifest {
             channel: CHANNEL.into(),
@@ -541,7 +594,7 @@ impl Signers {
         let timestamp = sign_document(&timestamp, PayloadKind::Timestamp, &[&self.timestamp]);
         SetFile {
             channel: CHANNEL,
-            roots: vec![(1, root)],
+            roots: roots.to_vec(),
             timestamp: &timestamp,
             manifest: &manifest,
             content: match delta {
@@ -625,6 +678,64 @@ proptest! {
         prop_assert!(back.apply(&wrong).is_err());
     }
 
+    /// The delta path must accept no snapshot that the full path refuses: whatever a delta
+    /// rebuilds decodes as a snapshot, or an agent installs state it cannot load back.
+    #[test]
+    fn delta_rebuilds_only_snapshots_that_decode(
+        (old, _) in snapshot_pair(),
+        ids in btree_set(prop_oneof![Just(String::new()), "\\PC{1,4}", Just("x".repeat(MAX_ID + 1))], 0..4),
+    ) {
+        let delta = Delta {
+            channel: old.channel.clone(),
+            base_version: old.version,
+            version: old.version.wrapping_add(1),
+            remove: Vec::new(),
+            upsert: ids.into_iter().map(|id| Record { kind: 99, id, body: Vec::new() }).collect(),
+        };
+        let bytes = delta.encode();
+        if let Some(rebuilt) = said(Delta::decode(&bytes, bytes.len())).and_then(|d| said(d.apply(&old))) {
+            let again = rebuilt.encode();
+            prop_assert!(
+                said(Snapshot::decode(&again, again.len())).is_some(),
+                "a delta rebuilt a snapshot that does not decode: {:?}",
+                rebuilt.records.iter().map(|r| &r.id).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Records out of order or with a repeated id are not canonical; neither is a delta
+    /// whose removals or upserts are.
+    #[test]
+    fn repeated_or_unordered_ids_are_refused(
+        s in snapshot().prop_filter("a record to repeat", |s| !s.records.is_empty()),
+        at in any::<Index>(),
+    ) {
+        let i = at.index(s.records.len());
+        let mut repeated = s.clone();
+        repeated.records.insert(i, s.records[i].clone());
+        let bytes = repeated.encode();
+        let refused = matches!(Snapshot::decode(&bytes, bytes.len()), Err(Error::NonCanonical { .. }));
+        prop_assert!(refused);
+        let delta = Delta {
+            channel: s.channel.clone(),
+            base_version: s.version,
+            version: s.version.wrapping_add(1),
+            remove: Vec::new(),
+            upsert: repeated.records.clone(),
+        };
+        let bytes = delta.encode();
+        prop_assert!(said(Delta::decode(&bytes, bytes.len())).is_none());
+        let delta = Delta { remove: repeated.records.iter().map(|r| r.id.clone()).collect(), upsert: Vec::new(), ..delta };
+        let bytes = delta.encode();
+        prop_assert!(said(Delta::decode(&bytes, bytes.len())).is_none());
+        if s.records.len() > 1 {
+            let mut swapped = s.clone();
+            swapped.records.reverse();
+            let bytes = swapped.encode();
+            prop_assert!(said(Snapshot::decode(&bytes, bytes.len())).is_none());
+        }
+    }
+
     #[test]
     fn root_round_trips(doc in root()) {
         prop_assert_eq!(Root::decode(&doc.encode()), Ok(doc));
@@ -698,6 +809,20 @@ proptest! {
         prop_assert_eq!(TrustAnchor::parse(&shuffled.to_text()), Ok(a));
     }
 
+    /// Dates up to year 9999 sort as text exactly as their seconds sort as numbers, which a
+    /// wrong month or day boundary breaks; no time at all makes formatting panic.
+    #[test]
+    fn rfc3339_orders_like_seconds_and_never_panics(
+        a in 0i64..=253_402_300_799,
+        b in 0i64..=253_402_300_799,
+        any_secs in any::<i64>(),
+    ) {
+        let (ta, tb) = (rfc3339(a), rfc3339(b));
+        prop_assert_eq!(ta.len(), 20);
+        prop_assert_eq!(a.cmp(&b), ta.cmp(&tb), "{} is {}, {} is {}", a, ta, b, tb);
+        prop_assert!(rfc3339(any_secs).ends_with('Z'));
+    }
+
     #[test]
     fn key_file_round_trips(seed in any::<[u8; 32]>(), role in prop_oneof![
         Just(Role::Root), Just(Role::Publisher), Just(Role::Timestamp)
@@ -729,12 +854,12 @@ proptest! {
         let file = SetFile::decode(&file, &limits).expect("a published set file decodes");
         let (first, outcome) = Trusted::update(None, &anchor, &file, NOW, &limits).expect("a valid set verifies");
         prop_assert_eq!(outcome, Outcome::NewVersion);
-        prop_assert_eq!(&**first.snapshot(), &old);
+        prop_assert_eq!(&first.snapshot().to_snapshot(), &old);
 
         let stored = first.encode();
         let loaded = Trusted::decode_stored(&stored, &limits).expect("stored state loads");
         prop_assert_eq!(loaded.encode(), stored);
-        prop_assert_eq!(&**loaded.snapshot(), &old);
+        prop_assert_eq!(&loaded.snapshot().to_snapshot(), &old);
 
         let delta = Delta::between(&old, &new).encode();
         let offer = DeltaRef {
@@ -748,13 +873,79 @@ proptest! {
         let (second, outcome) =
             Trusted::update(Some(&loaded), &anchor, &file, NOW, &limits).expect("a valid delta verifies");
         prop_assert_eq!(outcome, Outcome::NewVersion);
-        prop_assert_eq!(&**second.snapshot(), &new);
+        prop_assert_eq!(&second.snapshot().to_snapshot(), &new);
         // The same file again carries no newer timestamp: a replay, refused.
         let replay = matches!(
             Trusted::update(Some(&second), &anchor, &file, NOW, &limits),
             Err(Error::Rollback { .. })
         );
         prop_assert!(replay);
+    }
+
+    /// Each new root is signed by the previous root's key and its own; walking the chain from
+    /// the anchor ends at the newest root, whether the collector walks it or an agent does.
+    /// Damage to any root either breaks the walk or changes nothing that was signed.
+    #[test]
+    fn root_rotation_walks_the_chain(
+        seeds in vec(any::<[u8; 32]>(), 0..4),
+        s in snapshot(),
+        damaged in any::<Index>(),
+        edits in edits(),
+    ) {
+        let keys = signers();
+        let limits = Limits::default();
+        let mut root_keys = vec![signers().root];
+        root_keys.extend(
+            seeds.iter().map(|s| SigningKey::from_seed(*s, Role::Root).expect("every 32-byte string is a seed")),
+        );
+        let envelopes: Vec<Vec<u8>> = root_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let by: Vec<&SigningKey> = if i == 0 { vec![k] } else { vec![&root_keys[i - 1], k] };
+                sign_document(&keys.root_doc(i as u64 + 1, k), PayloadKind::Root, &by)
+            })
+            .collect();
+        let roots: Vec<(u64, &[u8])> =
+            envelopes.iter().enumerate().map(|(i, e)| (i as u64 + 1, e.as_slice())).collect();
+        let newest = keys.root_doc(roots.len() as u64, &root_keys[root_keys.len() - 1]);
+
+        let walked = verify_root_chain(&keys.anchor(), &roots).expect("a cross-signed chain verifies");
+        prop_assert_eq!(&*walked, &newest);
+        let signed = on_channel(&s, 1);
+        let file = keys.publish_chain(&roots, &signed, Vec::new(), None);
+        let file = SetFile::decode(&file, &limits).expect("a published set file decodes");
+        let (t, _) = Trusted::update(None, &keys.anchor(), &file, NOW, &limits).expect("the chain and set verify");
+        prop_assert_eq!(&**t.root(), &newest);
+
+        let i = damaged.index(roots.len());
+        let broken = damage(roots[i].1, &edits);
+        let mut roots = roots.clone();
+        roots[i].1 = &broken;
+        if let Some(walked) = said(verify_root_chain(&keys.anchor(), &roots)) {
+            prop_assert_eq!(&*walked, &newest);
+        }
+    }
+
+    /// TUF 5.3.4: a new root needs the previous root's threshold and its own. Signed by only
+    /// one side, it is refused by both the collector's walk and an agent's update.
+    #[test]
+    fn root_signed_by_one_side_only_is_refused(
+        seed in any::<[u8; 32]>().prop_filter("a new key", |s| *s != [1; 32]),
+        by_old in any::<bool>(),
+        s in snapshot(),
+    ) {
+        let keys = signers();
+        let limits = Limits::default();
+        let new_key = SigningKey::from_seed(seed, Role::Root).expect("every 32-byte string is a seed");
+        let by = if by_old { &keys.root } else { &new_key };
+        let second = sign_document(&keys.root_doc(2, &new_key), PayloadKind::Root, &[by]);
+        let first = keys.root_envelope();
+        let roots: Vec<(u64, &[u8])> = vec![(1, &first), (2, &second)];
+        prop_assert!(said(verify_root_chain(&keys.anchor(), &roots)).is_none());
+        let file = keys.publish_chain(&roots, &on_channel(&s, 1), Vec::new(), None);
+        let file = SetFile::decode(&file, &limits).expect("a published set file decodes");
+        prop_assert!(said(Trusted::update(None, &keys.anchor(), &file, NOW, &limits)).is_none());
     }
 
     /// Random damage to a valid set file either fails verification or changes nothing that was
@@ -767,9 +958,9 @@ proptest! {
         let bytes = keys.publish(&keys.root_envelope(), &signed, Vec::new(), None);
         let damaged = damage(&bytes, &edits);
         check_set_file_bytes(&damaged)?;
-        if let Ok(file) = SetFile::decode(&damaged, &limits) {
-            if let Ok((t, _)) = Trusted::update(None, &keys.anchor(), &file, NOW, &limits) {
-                prop_assert_eq!(&**t.snapshot(), &signed);
+        if let Some(file) = said(SetFile::decode(&damaged, &limits)) {
+            if let Some((t, _)) = said(Trusted::update(None, &keys.anchor(), &file, NOW, &limits)) {
+                prop_assert_eq!(&t.snapshot().to_snapshot(), &signed);
             }
         }
     }
@@ -784,8 +975,8 @@ proptest! {
         let file = SetFile::decode(&bytes, &limits).expect("a published set file decodes");
         let (t, _) = Trusted::update(None, &keys.anchor(), &file, NOW, &limits).expect("a valid set verifies");
         let damaged = damage(&t.encode(), &edits);
-        if let Ok(loaded) = Trusted::decode_stored(&damaged, &limits) {
-            prop_assert_eq!(&**loaded.snapshot(), &signed);
+        if let Some(loaded) = said(Trusted::decode_stored(&damaged, &limits)) {
+            prop_assert_eq!(&loaded.snapshot().to_snapshot(), &signed);
             prop_assert_eq!(&**loaded.manifest(), &**t.manifest());
         }
     }
@@ -831,7 +1022,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic_the_state_decoder(bytes in noise(b"PKAS")) {
-        let _ = Trusted::decode_stored(&bytes, &Limits::default());
+        said(Trusted::decode_stored(&bytes, &Limits::default()));
     }
 
     #[test]
@@ -868,7 +1059,7 @@ proptest! {
             .prop_map(|lines| format!("picket-trust-anchor v1\n{}", lines.join("\n"))),
         ],
     ) {
-        if let Ok(a) = TrustAnchor::parse(&text) {
+        if let Some(a) = said(TrustAnchor::parse(&text)) {
             prop_assert!(a.threshold >= 1 && usize::from(a.threshold) <= a.keys.len());
             prop_assert!(a.keys.windows(2).all(|w| w[0] < w[1]));
         }
@@ -890,7 +1081,7 @@ proptest! {
             .prop_map(|lines| format!("picket-private-key v1\n{}", lines.join("\n"))),
         ],
     ) {
-        let _ = SigningKey::from_file_text(&text);
+        said(SigningKey::from_file_text(&text));
     }
 }
 
@@ -912,9 +1103,9 @@ proptest! {
     fn damaged_delta_decodes_only_canonically((old, new) in snapshot_pair(), edits in edits()) {
         let bytes = damage(&Delta::between(&old, &new).encode(), &edits);
         check_delta_bytes(&bytes)?;
-        if let Ok(d) = Delta::decode(&bytes, bytes.len()) {
+        if let Some(d) = said(Delta::decode(&bytes, bytes.len())) {
             // Applying a damaged delta may fail, but must not panic.
-            let _ = d.apply(&old);
+            said(d.apply(&old));
         }
     }
 
@@ -946,7 +1137,7 @@ proptest! {
     fn damaged_records_never_panic_the_indicator_decoder(ind in indicator(), edits in edits()) {
         let mut rec = Record::from_indicator(&ind).expect("generated indicators are valid");
         rec.body = damage(&rec.body, &edits);
-        if let Ok(Some(back)) = rec.indicator() {
+        if let Some(Some(back)) = said(rec.indicator()) {
             prop_assert_eq!(back.observable.kind_tag(), rec.kind);
             prop_assert!(back.observable.validate().is_ok());
         }
@@ -955,13 +1146,80 @@ proptest! {
     #[test]
     fn damaged_anchor_text_never_panics(a in anchor(), edits in edits()) {
         let bytes = damage(a.to_text().as_bytes(), &edits);
-        let _ = TrustAnchor::parse(&String::from_utf8_lossy(&bytes));
+        said(TrustAnchor::parse(&String::from_utf8_lossy(&bytes)));
     }
 
     #[test]
     fn damaged_key_file_never_panics(seed in any::<[u8; 32]>(), edits in edits()) {
         let key = SigningKey::from_seed(seed, Role::Timestamp).expect("every 32-byte string is a seed");
         let bytes = damage(key.to_file_text().as_bytes(), &edits);
-        let _ = SigningKey::from_file_text(&String::from_utf8_lossy(&bytes));
+        said(SigningKey::from_file_text(&String::from_utf8_lossy(&bytes)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The borrowed snapshot view: it must accept exactly what the owned decoder accepts, address
+// every record by its offset, and rebuild a delta's result byte for byte.
+// ---------------------------------------------------------------------------------------------
+
+/// Parses `bytes` as a view and checks it against the owned snapshot decoder and the encoder.
+fn check_view_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let view = said(SnapshotView::parse(bytes, bytes.len()));
+    let owned = said(Snapshot::decode(bytes, bytes.len()));
+    prop_assert_eq!(view.is_some(), owned.is_some());
+    if let (Some(view), Some(owned)) = (view, owned) {
+        prop_assert_eq!(view.channel(), owned.channel.as_str());
+        prop_assert_eq!(view.version(), owned.version);
+        prop_assert_eq!(view.len(), owned.records.len());
+        prop_assert_eq!(view.is_empty(), owned.records.is_empty());
+        for (r, o) in view.records().zip(&owned.records) {
+            prop_assert_eq!(&r.to_record(), o);
+            prop_assert_eq!(view.record_at(r.offset), Ok(r));
+            prop_assert_eq!(said(r.indicator()), said(o.indicator()));
+        }
+        // Anything the view accepts is the one canonical encoding of what it holds.
+        prop_assert_eq!(owned.encode(), bytes);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn view_agrees_with_the_owned_decoder(s in snapshot()) {
+        check_view_bytes(&s.encode())?;
+    }
+
+    #[test]
+    fn damaged_view_agrees_with_the_owned_decoder(s in snapshot(), edits in edits()) {
+        check_view_bytes(&damage(&s.encode(), &edits))?;
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_view(bytes in noise(b"PKSS"), offset in any::<u32>()) {
+        check_view_bytes(&bytes)?;
+        if let Ok(view) = SnapshotView::parse(&bytes, bytes.len()) {
+            // An offset that is not a record's may yield an error or a stray record, not a panic.
+            said(view.record_at(offset));
+            said(view.record_at(offset % (bytes.len() as u32 + 1)));
+        }
+    }
+
+    /// Applying a delta to bytes gives exactly the bytes of applying it to the owned snapshot:
+    /// the hash an agent checks is the same whichever path it takes.
+    #[test]
+    fn apply_to_bytes_agrees_with_apply((old, new) in snapshot_pair(), edits in edits(), damaged in any::<bool>()) {
+        let base = old.encode();
+        let view = SnapshotView::parse(&base, base.len()).expect("an encoded snapshot parses");
+        let delta = Delta::between(&old, &new);
+        prop_assert_eq!(said(delta.apply_to_bytes(&view)), Some(new.encode()));
+        if damaged {
+            let bytes = damage(&delta.encode(), &edits);
+            if let Some(d) = said(Delta::decode(&bytes, bytes.len())) {
+                let owned = said(d.apply(&old)).map(|s| s.encode());
+                prop_assert_eq!(said(d.apply_to_bytes(&view)), owned);
+            }
+        }
     }
 }

@@ -1,0 +1,65 @@
+//! `picket-bench`: Picket's benchmarks. Each one runs Picket and a baseline side by side on the
+//! same data in the same run and prints the ratio, so the figures in BENCHMARKS.md do not
+//! depend on the machine being the same from one day to the next.
+//!
+//! Run in release: `cargo run --release -p picket-bench -- all` (or one benchmark by name, and
+//! `--quick` for the small smoke sizes CI uses).
+
+#![forbid(unsafe_code)]
+
+mod data;
+mod delta;
+mod hash;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "picket-bench",
+    about = "Picket benchmarks, each against a baseline on the same data"
+)]
+struct Cli {
+    /// Small sizes, for a smoke run.
+    #[arg(long, global = true)]
+    quick: bool,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// SHA-256 of page-cached large files, one thread, against `openssl dgst -sha256`.
+    Hash,
+    /// Applying a delta of 10 000 changes to a 1 M-indicator set.
+    Delta,
+    /// Where the time of a delta apply goes.
+    DeltaParts,
+    /// Every benchmark.
+    All,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let quick = cli.quick;
+    match cli.bench {
+        Bench::Hash => hash::run(quick),
+        Bench::Delta => delta::run(quick),
+        Bench::DeltaParts => delta::parts(),
+        Bench::All => {
+            hash::run(quick)?;
+            delta::run(quick)
+        }
+    }
+}
+
+/// Prints one result line in the form BENCHMARKS.md quotes.
+pub fn report(name: &str, figures: &str, verdict: Option<(bool, &str)>) {
+    match verdict {
+        Some((ok, target)) => println!(
+            "{name}: {figures} [target {target}: {}]",
+            if ok { "met" } else { "MISSED" }
+        ),
+        None => println!("{name}: {figures}"),
+    }
+}
