@@ -82,7 +82,12 @@ impl ThreadClock {
 
 /// The first field of a schedstat line: time spent on the CPU, in nanoseconds.
 pub fn parse_schedstat(text: &[u8]) -> Option<u64> {
-    std::str::from_utf8(text).ok()?.split_whitespace().next()?.parse().ok()
+    std::str::from_utf8(text)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

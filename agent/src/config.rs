@@ -209,7 +209,10 @@ impl Config {
         }
         for r in &raw.scan.roots {
             if !r.is_absolute() {
-                return Err(format!("{origin}: scan.roots: {} is not an absolute path", r.display()));
+                return Err(format!(
+                    "{origin}: scan.roots: {} is not an absolute path",
+                    r.display()
+                ));
             }
         }
         Ok(Config {
@@ -261,10 +264,22 @@ mod tests {
     fn errors_name_the_file_and_key() {
         for (text, needle) in [
             ("state_dir = \"/s\"\nbogus = 1\n", "unknown field `bogus`"),
-            ("state_dir = \"/s\"\n[scan]\nmax_file_size = \"big\"\n", "scan.max_file_size: \"big\""),
-            ("state_dir = \"/s\"\n[scan]\nroots = [\"relative\"]\n", "scan.roots: relative"),
-            ("state_dir = \"/s\"\n[limits]\ncpu_budget = 2.0\n", "limits.cpu_budget"),
-            ("state_dir = \"/s\"\n[processes]\npoll_interval = \"often\"\n", "processes.poll_interval"),
+            (
+                "state_dir = \"/s\"\n[scan]\nmax_file_size = \"big\"\n",
+                "scan.max_file_size: \"big\"",
+            ),
+            (
+                "state_dir = \"/s\"\n[scan]\nroots = [\"relative\"]\n",
+                "scan.roots: relative",
+            ),
+            (
+                "state_dir = \"/s\"\n[limits]\ncpu_budget = 2.0\n",
+                "limits.cpu_budget",
+            ),
+            (
+                "state_dir = \"/s\"\n[processes]\npoll_interval = \"often\"\n",
+                "processes.poll_interval",
+            ),
         ] {
             let err = Config::parse(text, "/etc/picket/agent.toml").unwrap_err();
             assert!(err.starts_with("/etc/picket/agent.toml: "), "{err}");
@@ -274,7 +289,13 @@ mod tests {
 
     #[test]
     fn sizes() {
-        for (t, want) in [("64MiB", Some(64 << 20)), ("1GiB", Some(1 << 30)), ("100", Some(100)), ("1TB", None), ("x", None)] {
+        for (t, want) in [
+            ("64MiB", Some(64 << 20)),
+            ("1GiB", Some(1 << 30)),
+            ("100", Some(100)),
+            ("1TB", None),
+            ("x", None),
+        ] {
             assert_eq!(parse_size(t), want, "{t}");
         }
     }

@@ -85,7 +85,12 @@ impl Sightings {
             return Seen::Again;
         }
         if self.map.len() >= self.max {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone())
+            {
                 self.map.remove(&oldest);
                 self.dropped += 1;
             }

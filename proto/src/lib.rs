@@ -49,7 +49,7 @@ pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
 pub use time::{parse_duration, rfc3339};
 pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
-pub use view::{RecordRef, SnapshotView};
+pub use view::{parse_record, RecordRef, SnapshotView};
 
 /// Signs a document with `keys` and returns the envelope bytes.
 pub fn sign_document<T: Document>(doc: &T, kind: PayloadKind, keys: &[&SigningKey]) -> Vec<u8> {

@@ -301,6 +301,15 @@ impl<'a> SnapshotView<'a> {
     }
 }
 
+/// Reads the one record that starts at the beginning of `bytes` (a window read from a stored
+/// snapshot at a record's offset); `offset` is recorded in the result. Checks the id rules;
+/// the bytes after the record are ignored.
+pub fn parse_record(bytes: &[u8], offset: u32) -> Result<RecordRef<'_>> {
+    let mut r = Reader { bytes, pos: 0 };
+    let rec = r.record()?;
+    Ok(RecordRef { offset, ..rec })
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
