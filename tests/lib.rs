@@ -120,3 +120,151 @@ impl Collector {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
+
+/// A signer of arbitrary indicator sets, for tests of kinds a plain list cannot carry (names,
+/// globs, processes, command lines). It plays a whole collector with fixed keys: root v1, one
+/// channel, and writes the trust anchor and set files the real agent reads.
+#[derive(Debug)]
+pub struct SetSigner {
+    root_key: picket_proto::SigningKey,
+    publisher: picket_proto::SigningKey,
+    stamper: picket_proto::SigningKey,
+    root_bytes: Vec<u8>,
+    /// Where the anchor and set files go.
+    pub dir: PathBuf,
+    version: u64,
+}
+
+/// The wall clock in unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl SetSigner {
+    /// A signer writing into `dir`.
+    pub fn new(dir: &Path) -> SetSigner {
+        use picket_proto::{ChannelSpec, PayloadKind, Role, RoleSpec, Root, SigningKey, Tlp};
+        let key = |seed: u8, role| SigningKey::from_seed([seed; 32], role).expect("a seed");
+        let root_key = key(11, Role::Root);
+        let publisher = key(12, Role::Publisher);
+        let stamper = key(13, Role::Timestamp);
+        let now = unix_now();
+        let root = Root {
+            version: 1,
+            created: now - 60,
+            expires: now + 86_400,
+            org: "Test Org".into(),
+            root: RoleSpec::new(vec![root_key.public()], 1, 400 * 86_400),
+            channels: vec![ChannelSpec {
+                name: "default".into(),
+                publisher: RoleSpec::new(vec![publisher.public()], 1, 30 * 86_400),
+                timestamp: RoleSpec::new(vec![stamper.public()], 1, 30 * 86_400),
+                max_tlp: Tlp::Amber,
+            }],
+            tls_ca_pin: None,
+        };
+        let root_bytes = picket_proto::sign_document(&root, PayloadKind::Root, &[&root_key]);
+        let anchor = picket_proto::TrustAnchor {
+            org: "Test Org".into(),
+            root_version: 1,
+            threshold: 1,
+            keys: vec![root_key.public()],
+        };
+        std::fs::write(dir.join("root.pub"), anchor.to_text()).expect("writing root.pub");
+        SetSigner {
+            root_key,
+            publisher,
+            stamper,
+            root_bytes,
+            dir: dir.to_owned(),
+            version: 0,
+        }
+    }
+
+    /// The trust anchor's path.
+    pub fn anchor(&self) -> PathBuf {
+        self.dir.join("root.pub")
+    }
+
+    /// Signs the next set version holding `indicators` and writes it to `name`.
+    pub fn write(&mut self, name: &str, indicators: &[picket_proto::Indicator]) -> PathBuf {
+        use picket_proto::{
+            sha256, Content, Manifest, PayloadKind, Record, SetFile, Snapshot, Timestamp, Tlp,
+        };
+        let _ = &self.root_key;
+        self.version += 1;
+        let now = unix_now();
+        let records = indicators
+            .iter()
+            .map(|i| Record::from_indicator(i).expect("a valid indicator"))
+            .collect();
+        let snapshot = Snapshot::new("default", self.version, records)
+            .expect("unique ids")
+            .encode();
+        let manifest = Manifest {
+            channel: "default".into(),
+            version: self.version,
+            created: now - 1,
+            expires: now + 86_400,
+            sha256: sha256(&snapshot),
+            length: snapshot.len() as u64,
+            max_tlp: Tlp::Green,
+            deltas: Vec::new(),
+        };
+        let manifest = picket_proto::sign_document(&manifest, PayloadKind::Manifest, &[&self.publisher]);
+        let ts = Timestamp {
+            channel: "default".into(),
+            version: self.version,
+            created: now - 1,
+            expires: now + 86_400,
+            manifest_version: self.version,
+            manifest_sha256: sha256(&manifest),
+            manifest_length: manifest.len() as u64,
+        };
+        let ts = picket_proto::sign_document(&ts, PayloadKind::Timestamp, &[&self.stamper]);
+        let file = SetFile {
+            channel: "default",
+            roots: vec![(1, &self.root_bytes)],
+            timestamp: &ts,
+            manifest: &manifest,
+            content: Content::Full(&snapshot),
+        };
+        let path = self.dir.join(name);
+        std::fs::write(&path, file.encode()).expect("writing a set file");
+        path
+    }
+}
+
+/// An indicator with test metadata.
+pub fn indicator(id: &str, observable: picket_proto::Observable) -> picket_proto::Indicator {
+    picket_proto::Indicator {
+        id: id.into(),
+        observable,
+        meta: picket_proto::Meta {
+            confidence: 90,
+            severity: picket_proto::Severity::High,
+            tlp: picket_proto::Tlp::Green,
+            valid_until: None,
+            source: "test".into(),
+        },
+    }
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn file_sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("reading a file to hash");
+    hex::encode(picket_proto::sha256(&bytes))
+}
+
+/// A child process that is killed when dropped.
+#[derive(Debug)]
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -71,7 +71,16 @@ pub fn hash_file(
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)?;
     let before = file.metadata()?;
-    if before.ino() != seen.ino() || before.dev() != seen.dev() {
+    // The file opened must be the one `seen` describes, unchanged: callers key caches on
+    // `seen`, so digests of other bytes must never be returned under it.
+    let same = before.ino() == seen.ino()
+        && before.dev() == seen.dev()
+        && before.len() == seen.len()
+        && before.mtime() == seen.mtime()
+        && before.mtime_nsec() == seen.mtime_nsec()
+        && before.ctime() == seen.ctime()
+        && before.ctime_nsec() == seen.ctime_nsec();
+    if !same {
         return Ok(None);
     }
     hash_open_file(&mut file, kinds, buf)

@@ -27,6 +27,16 @@ pub enum AgentError {
         /// The state directory.
         path: PathBuf,
     },
+    /// The set would need more memory than the configured ceiling.
+    #[error("set version {version} needs about {} MiB for its index, over the memory limit of {} MiB; raise limits.memory_limit or trim the channel", need >> 20, limit >> 20)]
+    TooBig {
+        /// The set version.
+        version: u64,
+        /// Bytes the index would need.
+        need: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// No set is installed in the state directory.
     #[error("{path}: no indicator set is installed; run `picket-agent import-set` first")]
     NoSet {

@@ -6,12 +6,18 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use picket_agent::matcher::{Digests, FileMatch, Matcher};
-use picket_agent::scan::{self, Report};
+use picket_agent::config::{parse_size, Config};
+use picket_agent::daemon;
+use picket_agent::digest::Digests;
+use picket_agent::host;
+use picket_agent::index::{Hit, ProcessFacts, What};
+use picket_agent::loaded::LoadedSet;
+use picket_agent::scan::{self, Report, Scanner};
+use picket_agent::sightings::Observed;
 use picket_agent::store::{self, Imported, StateDir};
 use picket_agent::AgentError;
 use picket_proto::{rfc3339, Freshness, Limits, SetFile, TrustAnchor, Trusted};
@@ -63,9 +69,34 @@ enum Command {
         /// Descend into other filesystems below a root.
         #[arg(long)]
         cross_filesystems: bool,
+        /// Path prefixes not to scan.
+        #[arg(long)]
+        exclude: Vec<PathBuf>,
+        /// Also match running processes and live connections.
+        #[arg(long)]
+        processes: bool,
+        /// The most memory the indicator index may take (e.g. 256MiB).
+        #[arg(long, default_value = "1GiB")]
+        memory_limit: String,
         /// Files and directories to scan.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "processes")]
         paths: Vec<PathBuf>,
+    },
+    /// The daemon: scan, watch, poll processes and connections, record sightings.
+    #[command(after_help = EXIT_HELP)]
+    Run {
+        /// The configuration file (agent.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the sightings recorded on this host.
+    Sightings {
+        /// The state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the installed set: version, channel, freshness.
     Status {
@@ -130,6 +161,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             require_fresh,
             max_file_size,
             cross_filesystems,
+            exclude,
+            processes,
+            memory_limit,
             paths,
         } => {
             let wall = wall_clock();
@@ -171,47 +205,86 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --state DIR or --set FILE --trust ROOT"),
             };
-            let decoded = trusted
-                .snapshot()
-                .indicators()
-                .map_err(|e| anyhow::anyhow!("set version {}: {e}", trusted.manifest().version))?;
-            let matcher = Matcher::compile(decoded);
-            if matcher.unknown_kinds() > 0 {
+            let memory_limit = parse_size(&memory_limit)
+                .with_context(|| format!("--memory-limit {memory_limit:?} is not a size such as 256MiB"))?;
+            let set = LoadedSet::from_trusted(trusted, memory_limit)?;
+            if set.unknown_kinds > 0 {
                 eprintln!(
                     "picket-agent: note: {} indicator(s) of kinds this agent does not know were skipped",
-                    matcher.unknown_kinds()
+                    set.unknown_kinds
                 );
             }
-            for (kind, n) in matcher.not_matched() {
-                eprintln!("picket-agent: note: {n} {kind} indicator(s) are not matched by a file scan");
+            for r in set.index().rejected() {
+                eprintln!(
+                    "picket-agent: note: indicator at record {} is not matched: {:?}",
+                    r.record, r.reason
+                );
             }
             let opts = scan::Options {
                 max_file_size,
                 one_filesystem: !cross_filesystems,
+                exclude,
             };
             let mut out = Printer {
                 json,
                 found: 0,
+                set: &set,
                 stdout: io::stdout().lock(),
+                progress: io::stderr().is_terminal().then(|| Progress {
+                    started: Instant::now(),
+                    last: Instant::now(),
+                }),
             };
-            let stats = scan::scan(&matcher, &paths, &opts, &mut out);
-            if io::stderr().is_terminal() || !json {
-                eprintln!(
-                    "picket-agent: scanned {} files ({} hashed, {} bytes), {} skipped, {} errors, {} finding(s); set version {}",
-                    stats.files,
-                    stats.hashed,
-                    stats.bytes,
-                    stats.skipped,
-                    stats.errors,
-                    out.found,
-                    trusted.manifest().version
-                );
+            let mut scanner = Scanner::new(set.index(), &opts, None);
+            scanner.scan(&paths, &mut out);
+            let stats = scanner.stats.clone();
+            if processes {
+                scan_processes(&set, &mut out);
             }
+            if out.progress.is_some() {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!(
+                "picket-agent: scanned {} files ({} hashed, {} bytes), {} skipped, {} errors, {} finding(s); set version {}",
+                stats.files, stats.hashed, stats.bytes, stats.skipped, stats.errors, out.found, set.version
+            );
             Ok(if out.found > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Run { config } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!(e))?;
+            daemon::run(cfg, Box::new(io::stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sightings { state, json } => {
+            let table = daemon::load_sightings(&state, usize::MAX);
+            for s in table.iter() {
+                let (kind, value) = match &s.observed {
+                    Observed::File(p) => ("file", p),
+                    Observed::Process(p) => ("process", p),
+                    Observed::Connection(a) => ("connection", a),
+                };
+                if json {
+                    let v = serde_json::json!({
+                        "indicator": s.indicator, "what": s.what, "observed": kind, "value": value,
+                        "first_seen": s.first_seen, "last_seen": s.last_seen, "count": s.count,
+                    });
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{} {} {kind} {value} first {} last {} count {}",
+                        s.indicator,
+                        s.what,
+                        rfc3339(s.first_seen),
+                        rfc3339(s.last_seen),
+                        s.count
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { state, json } => {
             let t =
@@ -251,50 +324,148 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-struct Printer<W: Write> {
-    json: bool,
-    found: u64,
-    stdout: W,
+/// The kind a finding reports: the digest name for hash matches (`sha256`), else the
+/// observable kind (`file-name`, `command-line`, ...).
+fn matched_kind(what: What) -> &'static str {
+    match what {
+        What::FileHash(k) | What::ProcessHash(k) => k.name(),
+        other => other.kind_name(),
+    }
 }
 
-impl<W: Write> Report for Printer<W> {
-    fn found(&mut self, path: &Path, matches: &[FileMatch<'_>], digests: &Digests) {
-        for m in matches {
-            self.found += 1;
-            let value = match m.kind {
-                picket_proto::HashKind::Sha256 => digests.sha256.map(hex::encode),
-                picket_proto::HashKind::Sha1 => digests.sha1.map(hex::encode),
-                picket_proto::HashKind::Md5 => digests.md5.map(hex::encode),
+struct Progress {
+    started: Instant,
+    last: Instant,
+}
+
+struct Printer<'s, W: Write> {
+    json: bool,
+    found: u64,
+    set: &'s LoadedSet,
+    stdout: W,
+    progress: Option<Progress>,
+}
+
+impl<W: Write> Printer<'_, W> {
+    fn print(&mut self, hit: &Hit, kind: &str, value: &str, digest: Option<String>) {
+        let ind = match self.set.indicator(hit.record) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("picket-agent: record at {}: {e}", hit.record);
+                return;
             }
-            .unwrap_or_default();
-            let line = if self.json {
-                serde_json::json!({
-                    "indicator": m.indicator.id,
-                    "kind": m.kind.name(),
-                    "value": value,
-                    "path": path.to_string_lossy(),
-                    "severity": m.indicator.meta.severity.to_string(),
-                    "tlp": m.indicator.meta.tlp.to_string(),
-                    "source": m.indicator.meta.source,
-                })
-                .to_string()
-            } else {
-                format!(
-                    "FOUND {} {} {} {} [{} {}]",
-                    path.display(),
-                    m.kind.name(),
-                    value,
-                    m.indicator.id,
-                    m.indicator.meta.severity,
-                    m.indicator.meta.tlp
-                )
+        };
+        self.found += 1;
+        let line = if self.json {
+            let mut v = serde_json::json!({
+                "indicator": ind.id,
+                "kind": matched_kind(hit.what),
+                "observed": kind,
+                "severity": ind.meta.severity.to_string(),
+                "tlp": ind.meta.tlp.to_string(),
+                "source": ind.meta.source,
+            });
+            v[if kind == "file" { "path" } else { kind }] = value.into();
+            v["value"] = digest.unwrap_or_else(|| value.to_owned()).into();
+            v.to_string()
+        } else {
+            format!(
+                "FOUND {kind} {value} {} {} {} [{} {}]",
+                matched_kind(hit.what),
+                digest.unwrap_or_default(),
+                ind.id,
+                ind.meta.severity,
+                ind.meta.tlp
+            )
+        };
+        if self.progress.is_some() {
+            eprint!("\r\x1b[K");
+        }
+        // A closed stdout (a pager quit early) must not crash the scan.
+        let _ = writeln!(self.stdout, "{line}");
+    }
+}
+
+impl<W: Write> Report for Printer<'_, W> {
+    fn found(&mut self, path: &Path, hits: &[Hit], digests: &Digests) {
+        for h in hits {
+            let digest = match h.what {
+                What::FileHash(k) => digests.get(k).map(hex::encode),
+                _ => None,
             };
-            // A closed stdout (a pager quit early) must not crash the scan.
-            let _ = writeln!(self.stdout, "{line}");
+            self.print(h, "file", &path.to_string_lossy(), digest);
         }
     }
 
     fn error(&mut self, path: &Path, err: &io::Error) {
+        if self.progress.is_some() {
+            eprint!("\r\x1b[K");
+        }
         eprintln!("picket-agent: {}: {err}", path.display());
+    }
+
+    fn tick(&mut self, stats: &scan::Stats) {
+        let Some(p) = self.progress.as_mut() else { return };
+        if p.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        p.last = Instant::now();
+        let secs = p.started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r\x1b[Kscanning: {} files, {:.1} MB/s, {} errors",
+            stats.files,
+            stats.bytes as f64 / secs / 1e6,
+            stats.errors
+        );
+    }
+}
+
+/// Matches running processes and live connections (for `scan --processes`).
+fn scan_processes<W: Write>(set: &LoadedSet, out: &mut Printer<'_, W>) {
+    let kinds = set.index().process_kinds();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hits = Vec::new();
+    for p in host::Poller::new().snapshot() {
+        let digests = if kinds.is_empty() {
+            None
+        } else {
+            host::open_exe(&p)
+                .ok()
+                .and_then(|mut e| e.hash(kinds, &mut buf).ok().flatten())
+        };
+        hits.clear();
+        set.index().match_process(
+            &ProcessFacts {
+                name: &p.name,
+                exe: p.exe.as_deref(),
+                exe_digests: digests.as_ref(),
+                cmdline: &p.cmdline,
+            },
+            &mut hits,
+        );
+        let what = format!(
+            "{} (pid {})",
+            p.exe.as_ref().map_or(p.name.clone(), |e| e.display().to_string()),
+            p.pid
+        );
+        for h in hits.clone() {
+            let digest = match h.what {
+                What::ProcessHash(k) => digests.as_ref().and_then(|d| d.get(k)).map(hex::encode),
+                _ => None,
+            };
+            out.print(&h, "process", &what, digest);
+        }
+    }
+    match host::net::read_sockets() {
+        Ok(sockets) => {
+            for s in sockets {
+                hits.clear();
+                set.index().match_addr(s.remote.ip(), &mut hits);
+                for h in hits.clone() {
+                    out.print(&h, "connection", &s.remote.to_string(), None);
+                }
+            }
+        }
+        Err(e) => eprintln!("picket-agent: /proc/net: {e}"),
     }
 }

@@ -213,7 +213,7 @@ fn temp_prefix(name: &str) -> String {
 /// creating the file and renaming it. Each writer names its file after its process id, so
 /// without this every crash would leave another full-size copy of the set behind. Only called
 /// with the directory locked: no live writer owns one of these files.
-fn remove_stale_temps(dir: &Path, name: &str) -> Result<(), AgentError> {
+pub(crate) fn remove_stale_temps(dir: &Path, name: &str) -> Result<(), AgentError> {
     let prefix = temp_prefix(name);
     for entry in fs::read_dir(dir).map_err(AgentError::io(dir))? {
         let entry = entry.map_err(AgentError::io(dir))?;
