@@ -51,6 +51,26 @@ set -e
 echo "scan exit status: $rc (1 = something found)"
 [ "$rc" -eq 1 ] || { echo "demo failed: EICAR was not detected" >&2; exit 1; }
 
+step "Agent daemon: watching home/; a file dropped while it runs is found within seconds"
+cat > agent.toml <<TOML
+state_dir = "$work/agent-state"
+[scan]
+roots = ["$work/home"]
+[limits]
+cpu_budget = 0.25
+TOML
+"$bin/picket-agent" run --config agent.toml > sightings.jsonl 2> daemon.log &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; rm -rf "$work"' EXIT
+wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" && return 0; sleep 0.1; done; return 1; }
+wait_for "scan done" daemon.log || { cat daemon.log >&2; echo "demo failed: the daemon did not scan" >&2; exit 1; }
+mkdir -p home/bob/tmp
+printf 'X5O!P%%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' > home/bob/tmp/payload.bin
+wait_for "payload.bin" sightings.jsonl || { cat daemon.log >&2; echo "demo failed: the daemon missed the new file" >&2; exit 1; }
+grep "payload.bin" sightings.jsonl | head -1
+kill $daemon
+"$bin/picket-agent" sightings --state agent-state
+
 step "Attacker: a set file with one byte changed is refused, and the installed set stays"
 "$bin/picket-collector" publish --data collector --force >/dev/null
 "$bin/picket-collector" export-set --data collector --out next.pkt >/dev/null

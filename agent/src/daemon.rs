@@ -29,7 +29,7 @@ use crate::cache::HashCache;
 use crate::config::Config;
 use crate::digest::Digests;
 use crate::host::{self, net, Poller, ProcessInfo};
-use crate::index::{Hit, ProcessFacts};
+use crate::index::{Hit, ProcessFacts, What};
 use crate::loaded::LoadedSet;
 use crate::scan::{self, Report, Scanner, Stats};
 use crate::sightings::{Observed, Seen, Sightings};
@@ -68,9 +68,14 @@ impl Recorder {
                 return;
             }
         };
-        let what = hit.what.kind_name();
+        let what = match hit.what {
+            What::FileHash(k) | What::ProcessHash(k) => k.name(),
+            other => other.kind_name(),
+        };
         let seen = self.table.observe(&ind.id, what, observed.clone(), unix_now());
         if seen == Seen::New {
+            // Stored before it is announced: whoever reads the line can rely on the record.
+            self.save();
             let (kind, value) = match &observed {
                 Observed::File(p) => ("file", p.as_str()),
                 Observed::Process(p) => ("process", p.as_str()),
@@ -89,7 +94,6 @@ impl Recorder {
             });
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
-            self.save();
         } else {
             self.dirty_since.get_or_insert_with(Instant::now);
         }
