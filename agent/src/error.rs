@@ -28,7 +28,7 @@ pub enum AgentError {
         path: PathBuf,
     },
     /// The set would need more memory than the configured ceiling.
-    #[error("set version {version} needs about {} MiB for its index, over the memory limit of {} MiB; raise limits.memory_limit or trim the channel", need >> 20, limit >> 20)]
+    #[error("set version {version} needs about {} for its index, over the memory limit of {}; raise limits.memory_limit or trim the channel", human(*need), human(*limit))]
     TooBig {
         /// The set version.
         version: u64,
@@ -64,5 +64,14 @@ impl AgentError {
     pub(crate) fn verify(path: impl Into<PathBuf>) -> impl FnOnce(picket_proto::Error) -> AgentError {
         let path = path.into();
         move |error| AgentError::Verify { path, error }
+    }
+}
+
+/// A byte count for people: KiB below a MiB, MiB above.
+fn human(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{} KiB", bytes.div_ceil(1024))
+    } else {
+        format!("{} MiB", bytes.div_ceil(1 << 20))
     }
 }

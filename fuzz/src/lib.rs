@@ -82,6 +82,26 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("view", "v2".to_owned(), c.v2.encode()),
         ("delta", "v1-v2".to_owned(), Delta::between(&c.v1, &c.v2).encode()),
         ("state", "v1".to_owned(), c.installed.encode()),
+        (
+            "agent_config",
+            "full".to_owned(),
+            b"state_dir = \"/var/lib/picket-agent\"\n[scan]\nroots = [\"/home\"]\nexclude = [\"/home/x/.cache\"]\nmax_file_size = \"64MiB\"\n[processes]\npoll_interval = \"10s\"\n[limits]\ncpu_budget = 0.05\nmemory_limit = \"256MiB\"\n".to_vec(),
+        ),
+        (
+            "proc_net",
+            "tcp".to_owned(),
+            b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 20 4 30 10 -1\n".to_vec(),
+        ),
+        (
+            "plain_list",
+            "mixed".to_owned(),
+            b"# feed\n44d88612fea8a8f36de82e1278abb02f\n198.51.100.7/24 # c2\n2001:db8::1\n".to_vec(),
+        ),
+        ("sightings", "one".to_owned(), {
+            let mut t = picket_agent::sightings::Sightings::new(8);
+            t.observe("indicator--a", "sha256", picket_agent::sightings::Observed::File("/tmp/x".into()), 1);
+            t.encode()
+        }),
     ];
     for (name, bytes) in [
         ("full-v1", &c.full_v1),
@@ -288,5 +308,15 @@ mod tests {
         // The differential check holds on the seeds themselves.
         view(&c.v1.encode());
         view(&c.v2.encode());
+    }
+}
+
+/// Defaults for the plain-list target.
+pub fn list_defaults() -> picket_collector::ingest::Defaults {
+    picket_collector::ingest::Defaults {
+        source: "fuzz".into(),
+        tlp: picket_proto::Tlp::Green,
+        confidence: 50,
+        severity: picket_proto::Severity::Medium,
     }
 }

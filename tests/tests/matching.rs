@@ -339,3 +339,48 @@ fn a_connection_to_an_address_inside_a_cidr_is_found() {
     );
     assert!(f.iter().all(|x| x["indicator"] != "indicator--other"));
 }
+
+#[test]
+fn a_set_that_would_not_fit_the_memory_limit_is_refused_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signer = SetSigner::new(tmp.path());
+    let many: Vec<_> = (0..5000u32)
+        .map(|i| {
+            let digest = picket_proto::sha256(&i.to_le_bytes());
+            indicator(
+                &format!("indicator--{i:08}"),
+                Observable::FileHash {
+                    hash: Hash {
+                        kind: picket_proto::HashKind::Sha256,
+                        value: digest.to_vec(),
+                    },
+                    size: None,
+                },
+            )
+        })
+        .collect();
+    let set = signer.write("set.pkt", &many);
+    let out = scan(
+        &set,
+        &signer.anchor(),
+        &["--memory-limit", "64KiB", s(tmp.path())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("over the memory limit of 64 KiB; raise limits.memory_limit"),
+        "{err}"
+    );
+    // With room, the same set loads and scans.
+    let out = scan(
+        &set,
+        &signer.anchor(),
+        &["--memory-limit", "16MiB", s(tmp.path())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
