@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Third-party judges of interop, from PyPI, in a local virtual environment: the reference STIX
+# pattern matcher, the STIX validator, a TAXII 2.1 server and client. Tests find them through
+# PICKET_PYTHON.
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check \
+    stix2-matcher stix2-validator stix2 taxii2-client medallion
+export PICKET_PYTHON="$PWD/.venv/bin/python"
+
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast

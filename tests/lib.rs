@@ -268,3 +268,18 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// The Python of the test virtual environment that `test.sh` makes, holding the third-party
+/// judges (stix2-matcher, stix2-validator, medallion, taxii2-client). A test that needs one
+/// fails with this message rather than passing without it.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PICKET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run ./test.sh, which installs the PyPI tools the interop tests need",
+        path.display()
+    );
+    path
+}

@@ -292,7 +292,8 @@ fn run(cli: Cli) -> Result<()> {
                         confidence: dir.config().ingest.default_confidence,
                         severity: Severity::Medium,
                     };
-                    let indicators = ingest::parse_file(file, &text, &defaults)?;
+                    let batch = ingest::parse_file(file, &text, &defaults)?;
+                    let indicators: Vec<_> = batch.items.into_iter().map(|i| i.indicator).collect();
                     Ok((indicators.len(), store.upsert_indicators(&indicators, now())?))
                 })();
                 match result {

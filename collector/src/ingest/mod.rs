@@ -44,8 +44,76 @@ impl Defaults {
     }
 }
 
+/// One indicator as a source gave it: the indicator for the set, and what the store needs to
+/// merge it with what it already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The indicator. Its id is the source's stable id (a STIX id; for a STIX pattern with
+    /// `OR`, the branches are `<stix id>/<n>`, n from 0), or one derived from the value.
+    pub indicator: Indicator,
+    /// When the source last modified it (unix seconds): a newer version replaces an older one,
+    /// an older one never replaces a newer.
+    pub modified: Option<i64>,
+    /// When it becomes valid (unix seconds), if the source says.
+    pub valid_from: Option<i64>,
+    /// Whether the source revoked it: a revoked indicator leaves the next set.
+    pub revoked: bool,
+    /// Who made it (a STIX identity id, a MISP organisation), if the source says.
+    pub created_by: Option<String>,
+}
+
+/// Something a source held that Picket did not turn into an indicator, and why. Never dropped
+/// silently: counted per reason in the ingest summary and listed by `indicators unsupported`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The object's id, or `line N` for line-based sources.
+    pub id: String,
+    /// A short reason, the same for every object with the same problem (it is what is counted),
+    /// such as `pattern: email-message:from_ref.value is not matchable on an endpoint`.
+    pub reason: String,
+}
+
+/// What one file, feed or collection page yields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Indicators.
+    pub items: Vec<Item>,
+    /// What was not turned into indicators.
+    pub unsupported: Vec<Unsupported>,
+}
+
+impl Batch {
+    /// A batch of plain indicators, with no source metadata beyond the indicator's own.
+    pub fn of(indicators: Vec<Indicator>) -> Batch {
+        Batch {
+            items: indicators
+                .into_iter()
+                .map(|indicator| Item {
+                    indicator,
+                    modified: None,
+                    valid_from: None,
+                    revoked: false,
+                    created_by: None,
+                })
+                .collect(),
+            unsupported: Vec::new(),
+        }
+    }
+
+    /// The unsupported objects counted per reason, most frequent first.
+    pub fn unsupported_by_reason(&self) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for u in &self.unsupported {
+            *counts.entry(u.reason.as_str()).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = counts.into_iter().map(|(r, n)| (r.to_owned(), n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+}
+
 /// Parses one file's text, choosing the parser by content.
-pub fn parse_file(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<Indicator>, CollectorError> {
+pub fn parse_file(path: &Path, text: &str, defaults: &Defaults) -> Result<Batch, CollectorError> {
     let first = text.trim_start().chars().next();
     if matches!(first, Some('{') | Some('[')) {
         return Err(CollectorError::Parse {
@@ -56,7 +124,7 @@ pub fn parse_file(path: &Path, text: &str, defaults: &Defaults) -> Result<Vec<In
                     .into(),
         });
     }
-    parse_list(path, text, defaults)
+    parse_list(path, text, defaults).map(Batch::of)
 }
 
 /// The stable id Picket gives an indicator that arrives without one: a name-based UUID (version
