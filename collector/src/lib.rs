@@ -20,6 +20,7 @@
 pub mod config;
 pub mod datadir;
 pub mod ingest;
+pub mod policy;
 pub mod publish;
 pub mod rootdoc;
 pub mod store;

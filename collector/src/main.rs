@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use picket_collector::datadir::{self, DataDir};
 use picket_collector::ingest::{self, Defaults};
+use picket_collector::policy::{Candidate, Policy};
 use picket_collector::publish::{self, Input};
 use picket_collector::rootdoc::{self, Rotation};
 use picket_collector::store::Publication;
@@ -105,6 +107,85 @@ enum Command {
     /// Online keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The stored indicators: list, show, search, and what was not supported.
+    #[command(subcommand)]
+    Indicators(IndicatorsCommand),
+    /// The operator's allowlist: values that never reach agents.
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
+}
+
+#[derive(Subcommand)]
+enum IndicatorsCommand {
+    /// Every stored indicator, with whether the next publish includes it and why not.
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One indicator in full.
+    Show {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The indicator id.
+        id: String,
+    },
+    /// Indicators whose id, value or source contains TEXT (case-insensitive).
+    Search {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+        /// The text.
+        text: String,
+    },
+    /// What sources held that was not turned into indicators, and why.
+    Unsupported {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllowlistCommand {
+    /// Never publish VALUE (a digest, an address or a network).
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Why (shown wherever the entry takes effect).
+        #[arg(long)]
+        reason: String,
+        /// The value.
+        value: String,
+    },
+    /// The operator's entries (the built-in ones are listed too).
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Remove an entry.
+    Remove {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The value.
+        value: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,16 +374,22 @@ fn run(cli: Cli) -> Result<()> {
                         severity: Severity::Medium,
                     };
                     let batch = ingest::parse_file(file, &text, &defaults)?;
-                    let indicators: Vec<_> = batch.items.into_iter().map(|i| i.indicator).collect();
-                    Ok((indicators.len(), store.upsert_indicators(&indicators, now())?))
+                    let up = store.upsert_batch(&batch, &defaults.source, now())?;
+                    Ok((batch.items.len(), up, batch.unsupported_by_reason()))
                 })();
                 match result {
-                    Ok((n, up)) => println!(
-                        "{}: {n} indicators ({} new, {} already known)",
-                        file.display(),
-                        up.added,
-                        up.updated
-                    ),
+                    Ok((n, up, unsupported)) => {
+                        println!(
+                            "{}: {n} indicators ({} new, {} updated, {} older than what is stored and kept out)",
+                            file.display(),
+                            up.added,
+                            up.updated,
+                            up.older
+                        );
+                        for (reason, count) in unsupported {
+                            println!("  unsupported: {count} x {reason}");
+                        }
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("picket-collector: error: {e:#}; nothing from this file was stored");
@@ -332,6 +419,11 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
+            let policy = Policy {
+                allowlist: store.allowlist()?.into_iter().collect(),
+                ..Policy::default()
+            };
+            let candidates = store.candidates()?;
             for name in dir.config().channels.keys() {
                 let ch = dir.config().channel(name, &dir.config_path())?;
                 let manifest_lifetime = match &lifetime {
@@ -346,8 +438,27 @@ fn run(cli: Cli) -> Result<()> {
                     .channel(name)
                     .with_context(|| format!("channel {name} in picket.toml"))?;
                 let ceiling = ch.tlp_ceiling.min(root_channel.max_tlp);
-                let (records, max_tlp) = store.active_records(now, ceiling)?;
-                let (total, above) = store.counts(ceiling)?;
+                let mut records = Vec::new();
+                let mut max_tlp = Tlp::Clear;
+                let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
+                for c in &candidates {
+                    match policy.decide(&Candidate::of(c), now, ceiling) {
+                        Ok(()) => {
+                            max_tlp = max_tlp.max(c.tlp);
+                            records.push(c.record.clone());
+                        }
+                        Err(why) => *left_out.entry(why.label()).or_default() += 1,
+                    }
+                }
+                let left_out_text = if left_out.is_empty() {
+                    "none left out".to_owned()
+                } else {
+                    left_out
+                        .iter()
+                        .map(|(k, n)| format!("{n} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 let latest = store.latest_set(name)?;
                 if let Some(l) = &latest {
                     let prev = Snapshot::decode(&l.snapshot, usize::MAX).context("stored snapshot")?;
@@ -395,7 +506,7 @@ fn run(cli: Cli) -> Result<()> {
                 })?;
                 let bases: Vec<String> = out.deltas.iter().map(|(b, _)| b.to_string()).collect();
                 println!(
-                    "channel {name}: published set version {version} with {n} indicators ({above} of {total} left out above {ceiling}), {} bytes; deltas from [{}]; fresh until {}, valid until {}",
+                    "channel {name}: published set version {version} with {n} indicators ({left_out_text}; TLP ceiling {ceiling}), {} bytes; deltas from [{}]; fresh until {}, valid until {}",
                     out.snapshot.len(),
                     bases.join(", "),
                     rfc3339(out.timestamp.expires),
@@ -494,6 +605,165 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Root(cmd) => root_command(cmd),
+        Command::Indicators(cmd) => indicators_command(cmd),
+        Command::Allowlist(cmd) => allowlist_command(cmd),
+    }
+}
+
+/// The channel settings used to say whether an indicator would be published.
+fn publish_view(dir: &DataDir, store: &picket_collector::store::Store) -> Result<(Policy, Tlp)> {
+    let ch = dir.config().channel("default", &dir.config_path())?;
+    let policy = Policy {
+        allowlist: store.allowlist()?.into_iter().collect(),
+        ..Policy::default()
+    };
+    Ok((policy, ch.tlp_ceiling))
+}
+
+fn indicator_json(
+    c: &picket_collector::store::Stored,
+    status: &Result<(), picket_collector::policy::Excluded>,
+) -> serde_json::Value {
+    let ind = c.record.indicator().ok().flatten();
+    serde_json::json!({
+        "id": c.record.id,
+        "kind": c.kind,
+        "value": c.value,
+        "tlp": c.tlp.to_string(),
+        "confidence": ind.as_ref().map(|i| i.meta.confidence),
+        "severity": ind.as_ref().map(|i| i.meta.severity.to_string()),
+        "valid_from": c.valid_from,
+        "valid_until": c.valid_until,
+        "revoked": c.revoked,
+        "modified": c.modified,
+        "created_by": c.created_by,
+        "sources": c.sources,
+        "first_seen": c.first_seen,
+        "last_seen": c.last_seen,
+        "published": status.is_ok(),
+        "excluded": status.as_ref().err().map(ToString::to_string),
+    })
+}
+
+fn print_indicator(
+    c: &picket_collector::store::Stored,
+    status: &Result<(), picket_collector::policy::Excluded>,
+    json: bool,
+) {
+    if json {
+        println!("{}", indicator_json(c, status));
+    } else {
+        let state = match status {
+            Ok(()) => "published".to_owned(),
+            Err(why) => format!("left out: {why}"),
+        };
+        println!(
+            "{} {} {} [{}] sources {} ({state})",
+            c.record.id,
+            c.value,
+            c.tlp,
+            c.kind,
+            c.sources.join(",")
+        );
+    }
+}
+
+fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
+    match cmd {
+        IndicatorsCommand::List { data, json } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.store()?;
+            let (policy, ceiling) = publish_view(&dir, &store)?;
+            let now = now();
+            for c in store.candidates()? {
+                print_indicator(&c, &policy.decide(&Candidate::of(&c), now, ceiling), json);
+            }
+            Ok(())
+        }
+        IndicatorsCommand::Search { data, json, text } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.store()?;
+            let (policy, ceiling) = publish_view(&dir, &store)?;
+            let now = now();
+            let needle = text.to_lowercase();
+            for c in store.candidates()? {
+                let hay = format!("{} {} {}", c.record.id, c.value, c.sources.join(" ")).to_lowercase();
+                if hay.contains(&needle) {
+                    print_indicator(&c, &policy.decide(&Candidate::of(&c), now, ceiling), json);
+                }
+            }
+            Ok(())
+        }
+        IndicatorsCommand::Show { data, json, id } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.store()?;
+            let (policy, ceiling) = publish_view(&dir, &store)?;
+            let c = store
+                .indicator(&id)?
+                .with_context(|| format!("no indicator {id}"))?;
+            let status = policy.decide(&Candidate::of(&c), now(), ceiling);
+            if json {
+                println!("{}", indicator_json(&c, &status));
+            } else {
+                let v = indicator_json(&c, &status);
+                if let Some(map) = v.as_object() {
+                    for (k, v) in map {
+                        println!("{k}: {v}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        IndicatorsCommand::Unsupported { data, json } => {
+            let dir = DataDir::open(&data)?;
+            for (source, id, reason) in dir.store()?.unsupported()? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"source": source, "id": id, "reason": reason})
+                    );
+                } else {
+                    println!("{source} {id}: {reason}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn allowlist_command(cmd: AllowlistCommand) -> Result<()> {
+    match cmd {
+        AllowlistCommand::Add { data, reason, value } => {
+            let dir = DataDir::open(&data)?;
+            let observable = ingest::detect(value.trim()).with_context(|| {
+                format!("{value:?} is not an MD5, SHA-1 or SHA-256 digest, an IP address or a CIDR network")
+            })?;
+            let canonical = ingest::canonical_value(&observable);
+            dir.store()?.allow(&canonical, &reason, now())?;
+            println!("allowlisted {canonical} ({reason}); it leaves the next published set");
+            Ok(())
+        }
+        AllowlistCommand::List { data } => {
+            let dir = DataDir::open(&data)?;
+            for (value, why) in picket_collector::policy::BUILTIN_ALLOWLIST {
+                println!("{value} (built in: {why})");
+            }
+            for (value, why) in dir.store()?.allowlist()? {
+                println!("{value} ({why})");
+            }
+            Ok(())
+        }
+        AllowlistCommand::Remove { data, value } => {
+            let dir = DataDir::open(&data)?;
+            let canonical = ingest::detect(value.trim())
+                .map(|o| ingest::canonical_value(&o))
+                .unwrap_or(value.clone());
+            if !dir.store()?.disallow(&canonical)? {
+                bail!("{canonical} is not on the allowlist");
+            }
+            println!("removed {canonical} from the allowlist");
+            Ok(())
+        }
     }
 }
 

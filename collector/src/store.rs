@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use picket_proto::{Indicator, Record, Tlp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::ingest::canonical_value;
+use crate::ingest::{canonical_value, Batch};
 use crate::CollectorError;
 
 /// The organisation id used while a collector serves one organisation.
 pub const ORG: i64 = 1;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE indicators (
     org         INTEGER NOT NULL,
     id          TEXT    NOT NULL,
@@ -62,7 +63,40 @@ CREATE TABLE timestamps (
     envelope BLOB    NOT NULL,
     PRIMARY KEY (org, channel, version)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE indicators ADD COLUMN observable TEXT NOT NULL DEFAULT '';
+ALTER TABLE indicators ADD COLUMN modified INTEGER;
+ALTER TABLE indicators ADD COLUMN valid_from INTEGER;
+ALTER TABLE indicators ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE indicators ADD COLUMN created_by TEXT;
+CREATE TABLE indicator_sources (
+    org        INTEGER NOT NULL,
+    id         TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (org, id, source)
+);
+INSERT INTO indicator_sources (org, id, source, first_seen, last_seen)
+    SELECT org, id, source, first_seen, last_seen FROM indicators;
+CREATE TABLE unsupported (
+    org       INTEGER NOT NULL,
+    source    TEXT    NOT NULL,
+    object_id TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    seen      INTEGER NOT NULL,
+    PRIMARY KEY (org, source, object_id, reason)
+);
+CREATE TABLE allowlist (
+    org    INTEGER NOT NULL,
+    value  TEXT    NOT NULL,
+    reason TEXT    NOT NULL,
+    added  INTEGER NOT NULL,
+    PRIMARY KEY (org, value)
+);
+"#,
+];
 
 /// The store.
 #[derive(Debug)]
@@ -121,6 +155,61 @@ pub struct Upserted {
     pub added: usize,
     /// Indicators already there, refreshed.
     pub updated: usize,
+    /// Items older than the stored version of the same id, which was kept.
+    pub older: usize,
+}
+
+/// A stored indicator with its provenance and lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The record as it goes into a set.
+    pub record: Record,
+    /// The canonical value.
+    pub value: String,
+    /// The observable kind name.
+    pub kind: String,
+    /// TLP.
+    pub tlp: Tlp,
+    /// valid_from.
+    pub valid_from: Option<i64>,
+    /// valid_until.
+    pub valid_until: Option<i64>,
+    /// Revoked by its source.
+    pub revoked: bool,
+    /// The source's modified time.
+    pub modified: Option<i64>,
+    /// Who made it.
+    pub created_by: Option<String>,
+    /// First ingested.
+    pub first_seen: i64,
+    /// Last ingested.
+    pub last_seen: i64,
+    /// Every source that carried it.
+    pub sources: Vec<String>,
+}
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    let sources: Option<String> = r.get(13)?;
+    Ok(Stored {
+        record: Record {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            body: r.get(2)?,
+        },
+        value: r.get(3)?,
+        kind: r.get(4)?,
+        tlp: tlp_from_code(r.get(5)?),
+        valid_from: r.get(6)?,
+        valid_until: r.get(7)?,
+        revoked: r.get(8)?,
+        modified: r.get(9)?,
+        created_by: r.get(10)?,
+        first_seen: r.get(11)?,
+        last_seen: r.get(12)?,
+        sources: sources
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
 }
 
 fn tlp_code(t: Tlp) -> i64 {
@@ -193,10 +282,25 @@ impl Store {
             .map_err(move |error| CollectorError::Db { path, error })
     }
 
-    /// Stores indicators in one transaction: all or nothing.
+    /// Stores plain indicators from `source` in one transaction (see [`Store::upsert_batch`]).
     pub fn upsert_indicators(
         &mut self,
         indicators: &[Indicator],
+        now: i64,
+    ) -> Result<Upserted, CollectorError> {
+        let source = indicators
+            .first()
+            .map_or_else(String::new, |i| i.meta.source.clone());
+        self.upsert_batch(&Batch::of(indicators.to_vec()), &source, now)
+    }
+
+    /// Stores a batch from `source` in one transaction: all or nothing. An item replaces the
+    /// stored indicator of the same id unless the stored one was modified later; every source
+    /// carrying an indicator is remembered; what was unsupported is recorded with its reason.
+    pub fn upsert_batch(
+        &mut self,
+        batch: &Batch,
+        source: &str,
         now: i64,
     ) -> Result<Upserted, CollectorError> {
         let path = self.path.clone();
@@ -204,31 +308,49 @@ impl Store {
             path: path.clone(),
             error,
         };
-        let mut records = Vec::with_capacity(indicators.len());
-        for ind in indicators {
-            records.push((
-                ind,
-                Record::from_indicator(ind)
-                    .map_err(CollectorError::proto(format!("indicator {}", ind.id)))?,
-            ));
+        let mut records = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            let rec = Record::from_indicator(&item.indicator)
+                .map_err(CollectorError::proto(format!("indicator {}", item.indicator.id)))?;
+            records.push((item, rec));
         }
         let tx = self.tx()?;
         let mut counts = Upserted::default();
         {
-            let mut exists = tx
-                .prepare("SELECT 1 FROM indicators WHERE org = ?1 AND id = ?2")
+            let mut existing = tx
+                .prepare("SELECT modified FROM indicators WHERE org = ?1 AND id = ?2")
                 .map_err(db)?;
             let mut put = tx
                 .prepare(
-                    "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                    "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen,
+                                             observable, modified, valid_from, revoked, created_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (org, id) DO UPDATE SET
                         kind = excluded.kind, value = excluded.value, body = excluded.body, tlp = excluded.tlp,
-                        valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen",
+                        valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen,
+                        observable = excluded.observable, modified = excluded.modified,
+                        valid_from = excluded.valid_from, revoked = excluded.revoked, created_by = excluded.created_by",
                 )
                 .map_err(db)?;
-            for (ind, rec) in &records {
-                let known = exists.exists(params![ORG, ind.id]).map_err(db)?;
+            let mut seen_by = tx
+                .prepare(
+                    "INSERT INTO indicator_sources (org, id, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (org, id, source) DO UPDATE SET last_seen = excluded.last_seen",
+                )
+                .map_err(db)?;
+            for (item, rec) in &records {
+                let ind = &item.indicator;
+                let stored: Option<Option<i64>> = existing
+                    .query_row(params![ORG, ind.id], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
+                seen_by.execute(params![ORG, ind.id, source, now]).map_err(db)?;
+                if let Some(Some(stored_modified)) = stored {
+                    if item.modified.is_none_or(|m| m < stored_modified) {
+                        counts.older += 1;
+                        continue;
+                    }
+                }
                 put.execute(params![
                     ORG,
                     ind.id,
@@ -238,61 +360,112 @@ impl Store {
                     tlp_code(ind.meta.tlp),
                     ind.meta.valid_until,
                     ind.meta.source,
-                    now
+                    now,
+                    ind.observable.kind_name(),
+                    item.modified,
+                    item.valid_from,
+                    item.revoked,
+                    item.created_by,
                 ])
                 .map_err(db)?;
-                if known {
+                if stored.is_some() {
                     counts.updated += 1;
                 } else {
                     counts.added += 1;
                 }
+            }
+            let mut unsupported = tx
+                .prepare(
+                    "INSERT INTO unsupported (org, source, object_id, reason, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (org, source, object_id, reason) DO UPDATE SET seen = excluded.seen",
+                )
+                .map_err(db)?;
+            for u in &batch.unsupported {
+                unsupported
+                    .execute(params![ORG, source, u.id, u.reason, now])
+                    .map_err(db)?;
             }
         }
         tx.commit().map_err(db)?;
         Ok(counts)
     }
 
-    /// The records of indicators valid at `now` with TLP at most `ceiling`, and the highest TLP
-    /// among them.
-    pub fn active_records(&self, now: i64, ceiling: Tlp) -> Result<(Vec<Record>, Tlp), CollectorError> {
+    /// Every stored indicator with what the publishing policy needs, ordered by id.
+    pub fn candidates(&self) -> Result<Vec<Stored>, CollectorError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, kind, body, tlp FROM indicators
-                 WHERE org = ?1 AND (valid_until IS NULL OR valid_until > ?2) AND tlp <= ?3
-                 ORDER BY id",
+                "SELECT i.id, i.kind, i.body, i.value, i.observable, i.tlp, i.valid_from, i.valid_until, i.revoked,
+                        i.modified, i.created_by, i.first_seen, i.last_seen,
+                        (SELECT GROUP_CONCAT(s.source, char(10)) FROM indicator_sources s
+                          WHERE s.org = i.org AND s.id = i.id)
+                 FROM indicators i WHERE i.org = ?1 ORDER BY i.id",
             )
             .map_err(self.err())?;
-        let mut max = Tlp::Clear;
-        let rows = stmt
-            .query_map(params![ORG, now, tlp_code(ceiling)], |r| {
-                Ok((
-                    Record {
-                        id: r.get(0)?,
-                        kind: r.get(1)?,
-                        body: r.get(2)?,
-                    },
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (rec, tlp) = row.map_err(self.err())?;
-            max = max.max(tlp_from_code(tlp));
-            out.push(rec);
-        }
-        Ok((out, max))
+        let rows = stmt.query_map(params![ORG], stored_row).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// How many indicators the store holds, and how many are left out of `ceiling`.
-    pub fn counts(&self, ceiling: Tlp) -> Result<(u64, u64), CollectorError> {
+    /// One stored indicator.
+    pub fn indicator(&self, id: &str) -> Result<Option<Stored>, CollectorError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(tlp > ?2), 0) FROM indicators WHERE org = ?1",
-                params![ORG, tlp_code(ceiling)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT i.id, i.kind, i.body, i.value, i.observable, i.tlp, i.valid_from, i.valid_until, i.revoked,
+                        i.modified, i.created_by, i.first_seen, i.last_seen,
+                        (SELECT GROUP_CONCAT(s.source, char(10)) FROM indicator_sources s
+                          WHERE s.org = i.org AND s.id = i.id)
+                 FROM indicators i WHERE i.org = ?1 AND i.id = ?2",
+                params![ORG, id],
+                stored_row,
             )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// What was not turned into indicators: (source, object id, reason), newest first.
+    pub fn unsupported(&self) -> Result<Vec<(String, String, String)>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source, object_id, reason FROM unsupported WHERE org = ?1 ORDER BY seen DESC, object_id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ORG], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The operator's allowlist: canonical value to reason.
+    pub fn allowlist(&self) -> Result<Vec<(String, String)>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT value, reason FROM allowlist WHERE org = ?1 ORDER BY value")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ORG], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Adds (or replaces) an allowlist entry.
+    pub fn allow(&mut self, value: &str, reason: &str, now: i64) -> Result<(), CollectorError> {
+        self.conn
+            .execute(
+                "INSERT INTO allowlist (org, value, reason, added) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (org, value) DO UPDATE SET reason = excluded.reason",
+                params![ORG, value, reason, now],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Removes an allowlist entry; whether there was one.
+    pub fn disallow(&mut self, value: &str) -> Result<bool, CollectorError> {
+        self.conn
+            .execute(
+                "DELETE FROM allowlist WHERE org = ?1 AND value = ?2",
+                params![ORG, value],
+            )
+            .map(|n| n > 0)
             .map_err(self.err())
     }
 
@@ -449,20 +622,28 @@ mod tests {
         let red = parse_list(Path::new("b"), "198.51.100.2\n", &d).unwrap();
         assert_eq!(
             s.upsert_indicators(&green, 1).unwrap(),
-            Upserted { added: 2, updated: 0 }
+            Upserted {
+                added: 2,
+                updated: 0,
+                older: 0
+            }
         );
         assert_eq!(
             s.upsert_indicators(&green, 2).unwrap(),
-            Upserted { added: 0, updated: 2 }
+            Upserted {
+                added: 0,
+                updated: 2,
+                older: 0
+            }
         );
         s.upsert_indicators(&red, 3).unwrap();
-        let (recs, max) = s.active_records(10, Tlp::Amber).unwrap();
-        assert_eq!(recs.len(), 2);
-        assert_eq!(max, Tlp::Green);
-        assert_eq!(s.counts(Tlp::Amber).unwrap(), (3, 1));
+        let all = s.candidates().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().filter(|c| c.tlp == Tlp::Red).count(), 1);
+        assert_eq!(all[0].sources, vec!["a".to_owned()]);
         // Reopening keeps the data and does not re-run migrations.
         drop(s);
         let s = Store::open(&dir.path().join("p.db")).unwrap();
-        assert_eq!(s.active_records(10, Tlp::Red).unwrap().0.len(), 3);
+        assert_eq!(s.candidates().unwrap().len(), 3);
     }
 }

@@ -14,7 +14,7 @@ use sha1::{Digest, Sha1};
 
 use crate::CollectorError;
 
-pub use list::parse_list;
+pub use list::{detect, parse_list};
 
 /// Largest file `ingest` reads.
 pub const MAX_INGEST_FILE: u64 = 256 << 20;

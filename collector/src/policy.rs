@@ -1,0 +1,269 @@
+//! What reaches endpoints: the pure decision, per indicator, of whether it goes into a set and,
+//! if not, why. Nothing here reads the store or the clock.
+//!
+//! An indicator is left out when it is revoked, expired or not yet valid, above the channel's
+//! TLP ceiling, on an allowlist (built in, or the operator's), or of an observable kind that
+//! none of the sources carrying it may put on endpoints. By default a source may send file
+//! hashes and remote addresses only; names, globs, paths and command-line substrings come only
+//! from sources the operator marks trusted, since otherwise any feed could turn the fleet into a
+//! search engine for a leaked document or a person's files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use picket_proto::Tlp;
+
+/// The observable kinds a source may put on endpoints unless it is trusted.
+pub const DEFAULT_KINDS: &[&str] = &["file-hash", "process-hash", "remote-addr"];
+
+/// Every observable kind (a trusted source's policy).
+pub const ALL_KINDS: &[&str] = &[
+    "file-hash",
+    "file-name",
+    "path-glob",
+    "process-name",
+    "process-path",
+    "process-hash",
+    "command-line",
+    "remote-addr",
+    "file-all",
+    "process-all",
+];
+
+/// Values that are never malicious, as canonical values (see `ingest::canonical_value`), with
+/// the reason shown to the operator. A feed carrying one of these would make every endpoint
+/// alarm.
+pub const BUILTIN_ALLOWLIST: &[(&str, &str)] = &[
+    ("file-hash:md5:d41d8cd98f00b204e9800998ecf8427e", "the empty file"),
+    (
+        "file-hash:sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709",
+        "the empty file",
+    ),
+    (
+        "file-hash:sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "the empty file",
+    ),
+    ("remote-addr:127.0.0.1", "loopback"),
+    ("remote-addr:127.0.0.0/8", "loopback"),
+    ("remote-addr:::1", "loopback"),
+    ("remote-addr:0.0.0.0", "the unspecified address"),
+    ("remote-addr:0.0.0.0/0", "every IPv4 address"),
+    ("remote-addr:::/0", "every IPv6 address"),
+    ("remote-addr:255.255.255.255", "broadcast"),
+];
+
+/// Why an indicator is not published.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Excluded {
+    /// Revoked by its source.
+    Revoked,
+    /// Past its valid_until.
+    Expired,
+    /// Before its valid_from.
+    NotYetValid,
+    /// Above the channel's TLP ceiling.
+    AboveTlpCeiling(Tlp),
+    /// On an allowlist, with the reason.
+    Allowlisted(String),
+    /// No source carrying it may send this kind.
+    KindNotAllowed(String),
+}
+
+impl fmt::Display for Excluded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Excluded::Revoked => f.write_str("revoked by its source"),
+            Excluded::Expired => f.write_str("expired"),
+            Excluded::NotYetValid => f.write_str("not yet valid"),
+            Excluded::AboveTlpCeiling(t) => write!(f, "{t} is above the channel's TLP ceiling"),
+            Excluded::Allowlisted(why) => write!(f, "allowlisted ({why})"),
+            Excluded::KindNotAllowed(k) => {
+                write!(f, "no source carrying it may put {k} indicators on endpoints (mark a source trusted to allow it)")
+            }
+        }
+    }
+}
+
+impl Excluded {
+    /// A short label, the same for every indicator left out for this kind of reason, for the
+    /// publish summary.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Excluded::Revoked => "revoked",
+            Excluded::Expired => "expired",
+            Excluded::NotYetValid => "not yet valid",
+            Excluded::AboveTlpCeiling(_) => "above the TLP ceiling",
+            Excluded::Allowlisted(_) => "allowlisted",
+            Excluded::KindNotAllowed(_) => "kind not allowed from its sources",
+        }
+    }
+}
+
+/// What the decision needs to know of one stored indicator.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    /// The canonical value.
+    pub value: &'a str,
+    /// The observable kind name.
+    pub kind: &'a str,
+    /// TLP.
+    pub tlp: Tlp,
+    /// valid_from, if any.
+    pub valid_from: Option<i64>,
+    /// valid_until, if any.
+    pub valid_until: Option<i64>,
+    /// Revoked.
+    pub revoked: bool,
+    /// The sources carrying it.
+    pub sources: &'a [String],
+}
+
+impl<'a> Candidate<'a> {
+    /// The candidate view of a stored indicator.
+    pub fn of(s: &'a crate::store::Stored) -> Candidate<'a> {
+        Candidate {
+            value: &s.value,
+            kind: &s.kind,
+            tlp: s.tlp,
+            valid_from: s.valid_from,
+            valid_until: s.valid_until,
+            revoked: s.revoked,
+            sources: &s.sources,
+        }
+    }
+}
+
+/// The publishing policy in force.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// The operator's allowlist: canonical value to reason.
+    pub allowlist: BTreeMap<String, String>,
+    /// Per registered source, the kinds it may send. A source not registered gets
+    /// [`DEFAULT_KINDS`].
+    pub source_kinds: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Policy {
+    /// Whether `c` goes into a set on a channel with `ceiling`, at `now`.
+    pub fn decide(&self, c: &Candidate<'_>, now: i64, ceiling: Tlp) -> Result<(), Excluded> {
+        if c.revoked {
+            return Err(Excluded::Revoked);
+        }
+        if c.valid_until.is_some_and(|t| t <= now) {
+            return Err(Excluded::Expired);
+        }
+        if c.valid_from.is_some_and(|t| t > now) {
+            return Err(Excluded::NotYetValid);
+        }
+        if c.tlp > ceiling {
+            return Err(Excluded::AboveTlpCeiling(c.tlp));
+        }
+        if let Some((_, why)) = BUILTIN_ALLOWLIST.iter().find(|(v, _)| *v == c.value) {
+            return Err(Excluded::Allowlisted(format!("built in: {why}")));
+        }
+        if let Some(why) = self.allowlist.get(c.value) {
+            return Err(Excluded::Allowlisted(why.clone()));
+        }
+        let allowed = c.sources.iter().any(|s| match self.source_kinds.get(s) {
+            Some(kinds) => kinds.contains(c.kind),
+            None => DEFAULT_KINDS.contains(&c.kind),
+        });
+        if !allowed {
+            return Err(Excluded::KindNotAllowed(c.kind.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand<'a>(value: &'a str, kind: &'a str, sources: &'a [String]) -> Candidate<'a> {
+        Candidate {
+            value,
+            kind,
+            tlp: Tlp::Green,
+            valid_from: None,
+            valid_until: None,
+            revoked: false,
+            sources,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let feed = vec!["feed".to_owned()];
+        let trusted = vec!["ours".to_owned()];
+        let mut policy = Policy::default();
+        policy
+            .source_kinds
+            .insert("ours".into(), ALL_KINDS.iter().map(|k| k.to_string()).collect());
+        policy
+            .allowlist
+            .insert("remote-addr:198.51.100.9".into(), "our proxy".into());
+        let h = "file-hash:sha256:275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+        let cases: Vec<(&str, Candidate<'_>, Result<(), Excluded>)> = vec![
+            (
+                "a hash from a feed is published",
+                cand(h, "file-hash", &feed),
+                Ok(()),
+            ),
+            (
+                "a file name from an untrusted feed is not",
+                cand("file-name:x", "file-name", &feed),
+                Err(Excluded::KindNotAllowed("file-name".into())),
+            ),
+            (
+                "a file name from a trusted source is",
+                cand("file-name:x", "file-name", &trusted),
+                Ok(()),
+            ),
+            (
+                "the empty file's hash never is",
+                cand(BUILTIN_ALLOWLIST[2].0, "file-hash", &feed),
+                Err(Excluded::Allowlisted("built in: the empty file".into())),
+            ),
+            (
+                "an operator allowlist entry",
+                cand("remote-addr:198.51.100.9", "remote-addr", &feed),
+                Err(Excluded::Allowlisted("our proxy".into())),
+            ),
+            (
+                "revoked",
+                Candidate {
+                    revoked: true,
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::Revoked),
+            ),
+            (
+                "expired",
+                Candidate {
+                    valid_until: Some(100),
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::Expired),
+            ),
+            (
+                "not yet valid",
+                Candidate {
+                    valid_from: Some(1000),
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::NotYetValid),
+            ),
+            (
+                "TLP:RED stays out",
+                Candidate {
+                    tlp: Tlp::Red,
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::AboveTlpCeiling(Tlp::Red)),
+            ),
+        ];
+        for (name, c, want) in cases {
+            assert_eq!(policy.decide(&c, 500, Tlp::Amber), want, "{name}");
+        }
+    }
+}
