@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod policy;
 pub mod publish;
 pub mod rootdoc;
+pub mod sources;
 pub mod store;
 
 mod error;

@@ -113,6 +113,76 @@ enum Command {
     /// The operator's allowlist: values that never reach agents.
     #[command(subcommand)]
     Allowlist(AllowlistCommand),
+    /// Registered sources: what to pull, how often, and what they may put on endpoints.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// Pull every registered source now (or one), and store what they hold.
+    Pull {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Run the collector: pull sources on their schedules, publish after ingest (batched), and
+    /// re-sign freshness before it runs out. Refuses to start if a root private key is readable.
+    Serve {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Publish at most this often after changes (e.g. 10s).
+        #[arg(long, default_value = "10s")]
+        batch: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Register a source.
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Its name (recorded with each indicator it brings).
+        #[arg(long)]
+        name: String,
+        /// list, csv, stix or misp (a file).
+        #[arg(long)]
+        kind: String,
+        /// The file.
+        #[arg(long)]
+        location: String,
+        /// TLP for what it does not mark.
+        #[arg(long, default_value = "green")]
+        tlp: String,
+        /// Confidence (0-100) for what it does not say.
+        #[arg(long, default_value_t = 50)]
+        confidence: u8,
+        /// How often `serve` pulls it.
+        #[arg(long, default_value = "1h")]
+        every: String,
+        /// Trust it to put names, globs, paths and command lines on endpoints.
+        #[arg(long)]
+        trusted: bool,
+    },
+    /// The registered sources (credentials are never shown).
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a source; its indicators stay, remembering it.
+    Remove {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -409,111 +479,11 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let dir = DataDir::open(&data)?;
             let mut store = dir.store()?;
-            let (root, _) = dir.current_root(&store)?;
-            let now = now();
-            if now >= root.expires {
-                bail!(
-                    "root version {} expired at {}; rotate it offline (`root rotate`) before publishing",
-                    root.version,
-                    rfc3339(root.expires)
-                );
-            }
-            let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
-            let policy = Policy {
-                allowlist: store.allowlist()?.into_iter().collect(),
-                ..Policy::default()
-            };
-            let candidates = store.candidates()?;
-            for name in dir.config().channels.keys() {
-                let ch = dir.config().channel(name, &dir.config_path())?;
-                let manifest_lifetime = match &lifetime {
-                    Some(l) => duration("--lifetime", l)?,
-                    None => ch.manifest_lifetime,
-                };
-                let ts_lifetime = match &timestamp_lifetime {
-                    Some(l) => duration("--timestamp-lifetime", l)?,
-                    None => ch.timestamp_lifetime.min(manifest_lifetime),
-                };
-                let root_channel = root
-                    .channel(name)
-                    .with_context(|| format!("channel {name} in picket.toml"))?;
-                let ceiling = ch.tlp_ceiling.min(root_channel.max_tlp);
-                let mut records = Vec::new();
-                let mut max_tlp = Tlp::Clear;
-                let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
-                for c in &candidates {
-                    match policy.decide(&Candidate::of(c), now, ceiling) {
-                        Ok(()) => {
-                            max_tlp = max_tlp.max(c.tlp);
-                            records.push(c.record.clone());
-                        }
-                        Err(why) => *left_out.entry(why.label()).or_default() += 1,
-                    }
-                }
-                let left_out_text = if left_out.is_empty() {
-                    "none left out".to_owned()
-                } else {
-                    left_out
-                        .iter()
-                        .map(|(k, n)| format!("{n} {k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let latest = store.latest_set(name)?;
-                if let Some(l) = &latest {
-                    let prev = Snapshot::decode(&l.snapshot, usize::MAX).context("stored snapshot")?;
-                    let mut sorted = records.clone();
-                    sorted.sort_by(|a, b| a.id.cmp(&b.id));
-                    if prev.records == sorted && !force {
-                        println!("channel {name}: unchanged, set version {} stays current (use --force to publish anyway)", l.version);
-                        continue;
-                    }
-                }
-                let version = latest.as_ref().map_or(1, |l| l.version + 1);
-                let previous = store.recent_snapshots(name, 8)?;
-                let ts_version = store.latest_timestamp(name)?.map_or(1, |t| t.version + 1);
-                let stamper = dir.signing_key(Role::Timestamp, &root, name)?;
-                let signer = if name == "default" {
-                    &publisher
-                } else {
-                    &dir.signing_key(Role::Publisher, &root, name)?
-                };
-                let n = records.len();
-                let out = publish::publish(
-                    Input {
-                        channel: name,
-                        version,
-                        now,
-                        records,
-                        max_tlp,
-                        previous: &previous,
-                        manifest_lifetime,
-                        timestamp_version: ts_version,
-                        timestamp_lifetime: ts_lifetime,
-                    },
-                    &root,
-                    signer,
-                    &stamper,
-                )?;
-                store.insert_publication(&Publication {
-                    channel: name,
-                    version,
-                    created: now,
-                    snapshot: &out.snapshot,
-                    manifest: &out.manifest,
-                    deltas: out.deltas.clone(),
-                    timestamp: out.timestamp.clone(),
-                })?;
-                let bases: Vec<String> = out.deltas.iter().map(|(b, _)| b.to_string()).collect();
-                println!(
-                    "channel {name}: published set version {version} with {n} indicators ({left_out_text}; TLP ceiling {ceiling}), {} bytes; deltas from [{}]; fresh until {}, valid until {}",
-                    out.snapshot.len(),
-                    bases.join(", "),
-                    rfc3339(out.timestamp.expires),
-                    rfc3339(now + manifest_lifetime as i64)
-                );
-            }
-            Ok(())
+            let lifetime = lifetime.map(|l| duration("--lifetime", &l)).transpose()?;
+            let ts_lifetime = timestamp_lifetime
+                .map(|l| duration("--timestamp-lifetime", &l))
+                .transpose()?;
+            publish_channels(&dir, &mut store, lifetime, ts_lifetime, force, now())
         }
         Command::Timestamp {
             data,
@@ -522,26 +492,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let dir = DataDir::open(&data)?;
             let mut store = dir.store()?;
-            let (root, _) = dir.current_root(&store)?;
             let ch = dir.config().channel(&channel, &dir.config_path())?;
             let lifetime = match lifetime {
                 Some(l) => duration("--lifetime", &l)?,
                 None => ch.timestamp_lifetime,
             };
-            let set = store
-                .latest_set(&channel)?
-                .with_context(|| format!("channel {channel}: nothing published yet; run `publish` first"))?;
-            let manifest = publish::read_manifest(&set.manifest)?;
-            let version = store.latest_timestamp(&channel)?.map_or(1, |t| t.version + 1);
-            let key = dir.signing_key(Role::Timestamp, &root, &channel)?;
-            let ts = publish::stamp(&set.manifest, &manifest, version, now(), lifetime, &root, &key)?;
-            store.insert_timestamp(&channel, &ts)?;
-            println!(
-                "channel {channel}: timestamp version {version} for set version {}, fresh until {}",
-                manifest.version,
-                rfc3339(ts.expires)
-            );
-            Ok(())
+            restamp(&dir, &mut store, &channel, lifetime, now())
         }
         Command::ExportSet {
             data,
@@ -606,18 +562,202 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Root(cmd) => root_command(cmd),
         Command::Indicators(cmd) => indicators_command(cmd),
+        Command::Source(cmd) => source_command(cmd),
+        Command::Pull { data, source } => {
+            let dir = DataDir::open(&data)?;
+            let mut store = dir.store()?;
+            let mut failed = 0;
+            let sources = store.sources()?;
+            if let Some(name) = &source {
+                if !sources.iter().any(|s| &s.name == name) {
+                    bail!("no source named {name:?}; `source list` shows them");
+                }
+            }
+            for src in sources
+                .iter()
+                .filter(|s| source.as_ref().is_none_or(|n| n == &s.name))
+            {
+                match pull_one(&mut store, src, now()) {
+                    Ok(summary) => println!("{summary}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!(
+                            "picket-collector: error: source {}: {e:#}; nothing from it was stored",
+                            src.name
+                        );
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} source(s) failed");
+            }
+            Ok(())
+        }
+        Command::Serve { data, batch } => serve(&data, duration("--batch", &batch)?),
         Command::Allowlist(cmd) => allowlist_command(cmd),
     }
+}
+
+/// The publishing policy: the operator's allowlist and what each registered source may send.
+fn policy(store: &picket_collector::store::Store) -> Result<Policy> {
+    let source_kinds = store
+        .sources()?
+        .into_iter()
+        .map(|s| {
+            let kinds = if s.trusted {
+                picket_collector::policy::ALL_KINDS
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect()
+            } else {
+                s.kinds.into_iter().collect()
+            };
+            (s.name, kinds)
+        })
+        .collect();
+    Ok(Policy {
+        allowlist: store.allowlist()?.into_iter().collect(),
+        source_kinds,
+    })
 }
 
 /// The channel settings used to say whether an indicator would be published.
 fn publish_view(dir: &DataDir, store: &picket_collector::store::Store) -> Result<(Policy, Tlp)> {
     let ch = dir.config().channel("default", &dir.config_path())?;
-    let policy = Policy {
-        allowlist: store.allowlist()?.into_iter().collect(),
-        ..Policy::default()
-    };
-    Ok((policy, ch.tlp_ceiling))
+    Ok((policy(store)?, ch.tlp_ceiling))
+}
+
+/// Pulls one source and stores what it holds, recording the outcome on the source.
+fn pull_one(
+    store: &mut picket_collector::store::Store,
+    src: &picket_collector::store::Source,
+    now: i64,
+) -> Result<String> {
+    match picket_collector::sources::pull(src) {
+        Ok((batch, bookmark)) => {
+            let up = store.upsert_batch(&batch, &src.name, now)?;
+            store.record_pull(&src.name, now, None, bookmark.as_deref())?;
+            let mut line = format!(
+                "source {}: {} indicators ({} new, {} updated, {} older kept out), {} unsupported",
+                src.name,
+                batch.items.len(),
+                up.added,
+                up.updated,
+                up.older,
+                batch.unsupported.len()
+            );
+            for (reason, n) in batch.unsupported_by_reason() {
+                line.push_str(&format!("\n  unsupported: {n} x {reason}"));
+            }
+            Ok(line)
+        }
+        Err(e) => {
+            store.record_pull(&src.name, now, Some(&e.to_string()), None)?;
+            Err(e.into())
+        }
+    }
+}
+
+fn source_command(cmd: SourceCommand) -> Result<()> {
+    match cmd {
+        SourceCommand::Add {
+            data,
+            name,
+            kind,
+            location,
+            tlp,
+            confidence,
+            every,
+            trusted,
+        } => {
+            let dir = DataDir::open(&data)?;
+            if !picket_collector::sources::KINDS.contains(&kind.as_str()) {
+                bail!(
+                    "--kind {kind:?}: one of {}",
+                    picket_collector::sources::KINDS.join(", ")
+                );
+            }
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c == ',') {
+                bail!("--name {name:?}: a name needs at least one character and no commas or control characters");
+            }
+            if confidence > 100 {
+                bail!("--confidence {confidence}: 0 to 100");
+            }
+            let src = picket_collector::store::Source {
+                name,
+                kind,
+                location,
+                collection: None,
+                username: None,
+                secret: None,
+                ca_file: None,
+                tlp: Tlp::parse(&tlp).with_context(|| format!("--tlp {tlp:?} is not a TLP level"))?,
+                confidence,
+                schedule: duration("--every", &every)?,
+                trusted,
+                kinds: picket_collector::policy::DEFAULT_KINDS
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect(),
+                bookmark: None,
+                last_pull: None,
+                last_error: None,
+            };
+            dir.store()?.add_source(&src, now())?;
+            println!(
+                "added source {} ({}, {}); it may put {} on endpoints",
+                src.name,
+                src.kind,
+                src.location,
+                if src.trusted {
+                    "every kind of indicator".to_owned()
+                } else {
+                    src.kinds.join(", ")
+                }
+            );
+            Ok(())
+        }
+        SourceCommand::List { data, json } => {
+            let dir = DataDir::open(&data)?;
+            for s in dir.store()?.sources()? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": s.name, "kind": s.kind, "location": s.location, "tlp": s.tlp.to_string(),
+                            "confidence": s.confidence, "every_seconds": s.schedule, "trusted": s.trusted,
+                            "kinds": s.kinds, "credentials": s.secret.is_some(), "last_pull": s.last_pull,
+                            "last_error": s.last_error,
+                        })
+                    );
+                } else {
+                    let last = match (s.last_pull, &s.last_error) {
+                        (None, _) => "never pulled".to_owned(),
+                        (Some(t), None) => format!("pulled {}", rfc3339(t)),
+                        (Some(t), Some(e)) => format!("FAILED {}: {e}", rfc3339(t)),
+                    };
+                    println!(
+                        "{} {} {} every {}s {}{} ({last})",
+                        s.name,
+                        s.kind,
+                        s.location,
+                        s.schedule,
+                        s.tlp,
+                        if s.trusted { " trusted" } else { "" }
+                    );
+                }
+            }
+            Ok(())
+        }
+        SourceCommand::Remove { data, name } => {
+            let dir = DataDir::open(&data)?;
+            if !dir.store()?.remove_source(&name)? {
+                bail!("no source named {name:?}");
+            }
+            println!("removed source {name}; its indicators stay, remembering it");
+            Ok(())
+        }
+    }
 }
 
 fn indicator_json(
@@ -891,5 +1031,197 @@ fn root_command(cmd: RootCommand) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Compiles and signs a new set version on every channel whose content changed (or all, with
+/// `force`), printing a summary line per channel.
+fn publish_channels(
+    dir: &DataDir,
+    store: &mut picket_collector::store::Store,
+    lifetime: Option<u64>,
+    timestamp_lifetime: Option<u64>,
+    force: bool,
+    now: i64,
+) -> Result<()> {
+    let (root, _) = dir.current_root(store)?;
+    if now >= root.expires {
+        bail!(
+            "root version {} expired at {}; rotate it offline (`root rotate`) before publishing",
+            root.version,
+            rfc3339(root.expires)
+        );
+    }
+    let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
+    let policy = policy(store)?;
+    let candidates = store.candidates()?;
+    for name in dir.config().channels.keys() {
+        let ch = dir.config().channel(name, &dir.config_path())?;
+        let manifest_lifetime = lifetime.unwrap_or(ch.manifest_lifetime);
+        let ts_lifetime = timestamp_lifetime.unwrap_or(ch.timestamp_lifetime.min(manifest_lifetime));
+        let root_channel = root
+            .channel(name)
+            .with_context(|| format!("channel {name} in picket.toml"))?;
+        let ceiling = ch.tlp_ceiling.min(root_channel.max_tlp);
+        let mut records = Vec::new();
+        let mut max_tlp = Tlp::Clear;
+        let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for c in &candidates {
+            match policy.decide(&Candidate::of(c), now, ceiling) {
+                Ok(()) => {
+                    max_tlp = max_tlp.max(c.tlp);
+                    records.push(c.record.clone());
+                }
+                Err(why) => *left_out.entry(why.label()).or_default() += 1,
+            }
+        }
+        let left_out_text = if left_out.is_empty() {
+            "none left out".to_owned()
+        } else {
+            left_out
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let latest = store.latest_set(name)?;
+        if let Some(l) = &latest {
+            let prev = Snapshot::decode(&l.snapshot, usize::MAX).context("stored snapshot")?;
+            let mut sorted = records.clone();
+            sorted.sort_by(|a, b| a.id.cmp(&b.id));
+            if prev.records == sorted && !force {
+                println!(
+                    "channel {name}: unchanged, set version {} stays current (use --force to publish anyway)",
+                    l.version
+                );
+                continue;
+            }
+        }
+        let version = latest.as_ref().map_or(1, |l| l.version + 1);
+        let previous = store.recent_snapshots(name, 8)?;
+        let ts_version = store.latest_timestamp(name)?.map_or(1, |t| t.version + 1);
+        let stamper = dir.signing_key(Role::Timestamp, &root, name)?;
+        let signer = if name == "default" {
+            &publisher
+        } else {
+            &dir.signing_key(Role::Publisher, &root, name)?
+        };
+        let n = records.len();
+        let out = publish::publish(
+            Input {
+                channel: name,
+                version,
+                now,
+                records,
+                max_tlp,
+                previous: &previous,
+                manifest_lifetime,
+                timestamp_version: ts_version,
+                timestamp_lifetime: ts_lifetime,
+            },
+            &root,
+            signer,
+            &stamper,
+        )?;
+        store.insert_publication(&Publication {
+            channel: name,
+            version,
+            created: now,
+            snapshot: &out.snapshot,
+            manifest: &out.manifest,
+            deltas: out.deltas.clone(),
+            timestamp: out.timestamp.clone(),
+        })?;
+        let bases: Vec<String> = out.deltas.iter().map(|(b, _)| b.to_string()).collect();
+        println!(
+                "channel {name}: published set version {version} with {n} indicators ({left_out_text}; TLP ceiling {ceiling}), {} bytes; deltas from [{}]; fresh until {}, valid until {}",
+                out.snapshot.len(),
+                bases.join(", "),
+                rfc3339(out.timestamp.expires),
+                rfc3339(now + manifest_lifetime as i64)
+            );
+    }
+    Ok(())
+}
+
+/// Re-signs freshness for the current set version of `channel` (the set version stays).
+fn restamp(
+    dir: &DataDir,
+    store: &mut picket_collector::store::Store,
+    channel: &str,
+    lifetime: u64,
+    now: i64,
+) -> Result<()> {
+    let (root, _) = dir.current_root(store)?;
+    let set = store
+        .latest_set(channel)?
+        .with_context(|| format!("channel {channel}: nothing published yet; run `publish` first"))?;
+    let manifest = publish::read_manifest(&set.manifest)?;
+    let version = store.latest_timestamp(channel)?.map_or(1, |t| t.version + 1);
+    let key = dir.signing_key(Role::Timestamp, &root, channel)?;
+    let ts = publish::stamp(&set.manifest, &manifest, version, now, lifetime, &root, &key)?;
+    store.insert_timestamp(channel, &ts)?;
+    println!(
+        "channel {channel}: timestamp version {version} for set version {}, fresh until {}",
+        manifest.version,
+        rfc3339(ts.expires)
+    );
+    Ok(())
+}
+
+/// The collector's long-running job: pull sources on their schedules, publish after changes
+/// (at most once per `batch` seconds), and re-sign each channel's freshness once half of its
+/// timestamp's lifetime has passed, so agents stay fresh when nothing changes.
+fn serve(data: &Path, batch: u64) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let exposed = dir.readable_root_keys();
+    if !exposed.is_empty() {
+        let list: Vec<String> = exposed.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "refusing to serve: a root private key is readable from here ({}). Move it to offline storage; the collector needs only its online keys",
+            list.join(", ")
+        );
+    }
+    let mut store = dir.store()?;
+    println!(
+        "picket-collector: serving {} (sources pulled on schedule; publish batched every {batch}s)",
+        data.display()
+    );
+    let mut dirty_since: Option<i64> = None;
+    loop {
+        let now = now();
+        for src in store.sources()? {
+            if src.last_pull.is_some_and(|t| now - t < src.schedule as i64) {
+                continue;
+            }
+            match pull_one(&mut store, &src, now) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    dirty_since.get_or_insert(now);
+                }
+                Err(e) => eprintln!(
+                    "picket-collector: error: source {}: {e:#}; nothing from it was stored",
+                    src.name
+                ),
+            }
+        }
+        if dirty_since.is_some_and(|t| now - t >= batch as i64) || store.latest_set("default")?.is_none() {
+            if let Err(e) = publish_channels(&dir, &mut store, None, None, false, now) {
+                eprintln!("picket-collector: error: publish: {e:#}");
+            }
+            dirty_since = None;
+        }
+        for name in dir.config().channels.keys() {
+            let ch = dir.config().channel(name, &dir.config_path())?;
+            if let Some(ts) = store.latest_timestamp(name)? {
+                let half = (ts.expires - ts.created) / 2;
+                if now >= ts.created + half {
+                    if let Err(e) = restamp(&dir, &mut store, name, ch.timestamp_lifetime, now) {
+                        eprintln!("picket-collector: error: timestamp for {name}: {e:#}");
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }

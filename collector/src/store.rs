@@ -96,6 +96,28 @@ CREATE TABLE allowlist (
     PRIMARY KEY (org, value)
 );
 "#,
+    r#"
+CREATE TABLE sources (
+    org         INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    location    TEXT    NOT NULL,
+    collection  TEXT,
+    username    TEXT,
+    secret      TEXT,
+    ca_file     TEXT,
+    tlp         INTEGER NOT NULL,
+    confidence  INTEGER NOT NULL,
+    schedule    INTEGER NOT NULL,
+    trusted     INTEGER NOT NULL,
+    kinds       TEXT    NOT NULL,
+    bookmark    TEXT,
+    last_pull   INTEGER,
+    last_error  TEXT,
+    added       INTEGER NOT NULL,
+    PRIMARY KEY (org, name)
+);
+"#,
 ];
 
 /// The store.
@@ -158,6 +180,81 @@ pub struct Upserted {
     /// Items older than the stored version of the same id, which was kept.
     pub older: usize,
 }
+
+/// A registered source. `secret` is a credential: never printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The name, also recorded as each indicator's source.
+    pub name: String,
+    /// `list`, `csv`, `stix`, `misp`, `misp-feed` or `taxii`.
+    pub kind: String,
+    /// A file, a directory, or a TAXII API root URL.
+    pub location: String,
+    /// The TAXII collection id.
+    pub collection: Option<String>,
+    /// HTTP Basic user name.
+    pub username: Option<String>,
+    /// HTTP Basic password.
+    pub secret: Option<String>,
+    /// A PEM CA file to trust for the source's TLS.
+    pub ca_file: Option<String>,
+    /// Default TLP for what the source does not mark.
+    pub tlp: Tlp,
+    /// Default confidence.
+    pub confidence: u8,
+    /// Seconds between pulls in `serve`.
+    pub schedule: u64,
+    /// Whether it may put names, globs, paths and command lines on endpoints.
+    pub trusted: bool,
+    /// The observable kinds it may put on endpoints.
+    pub kinds: Vec<String>,
+    /// The TAXII `added_after` bookmark.
+    pub bookmark: Option<String>,
+    /// When it was last pulled.
+    pub last_pull: Option<i64>,
+    /// The last pull's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("location", &self.location)
+            .field("username", &self.username)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
+    let kinds: String = r.get(11)?;
+    Ok(Source {
+        name: r.get(0)?,
+        kind: r.get(1)?,
+        location: r.get(2)?,
+        collection: r.get(3)?,
+        username: r.get(4)?,
+        secret: r.get(5)?,
+        ca_file: r.get(6)?,
+        tlp: tlp_from_code(r.get(7)?),
+        confidence: r.get(8)?,
+        schedule: r.get(9)?,
+        trusted: r.get(10)?,
+        kinds: kinds
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        bookmark: r.get(12)?,
+        last_pull: r.get(13)?,
+        last_error: r.get(14)?,
+    })
+}
+
+const SOURCE_COLUMNS: &str = "name, kind, location, collection, username, secret, ca_file, tlp, confidence, schedule, trusted, kinds, bookmark, last_pull, last_error";
 
 /// A stored indicator with its provenance and lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +337,10 @@ impl Store {
             error,
         };
         let mut conn = Connection::open(path).map_err(db)?;
+        // It holds source credentials: readable by the collector alone (SQLite gives its -wal and
+        // -shm files the same mode).
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(CollectorError::io(path))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -466,6 +567,85 @@ impl Store {
                 params![ORG, value],
             )
             .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// Registers a source; fails if the name is taken.
+    pub fn add_source(&mut self, src: &Source, now: i64) -> Result<(), CollectorError> {
+        self.conn
+            .execute(
+                "INSERT INTO sources (org, name, kind, location, collection, username, secret, ca_file, tlp,
+                                      confidence, schedule, trusted, kinds, added)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    ORG,
+                    src.name,
+                    src.kind,
+                    src.location,
+                    src.collection,
+                    src.username,
+                    src.secret,
+                    src.ca_file,
+                    tlp_code(src.tlp),
+                    src.confidence,
+                    src.schedule,
+                    src.trusted,
+                    src.kinds.join(","),
+                    now
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    CollectorError::Refused(format!("a source named {:?} already exists", src.name))
+                }
+                other => CollectorError::Db {
+                    path: self.path.clone(),
+                    error: other,
+                },
+            })
+    }
+
+    /// The registered sources, by name.
+    pub fn sources(&self) -> Result<Vec<Source>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SOURCE_COLUMNS} FROM sources WHERE org = ?1 ORDER BY name"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt.query_map(params![ORG], source_row).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Removes a source (its indicators stay, remembering it); whether there was one.
+    pub fn remove_source(&mut self, name: &str) -> Result<bool, CollectorError> {
+        self.conn
+            .execute(
+                "DELETE FROM sources WHERE org = ?1 AND name = ?2",
+                params![ORG, name],
+            )
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// Records a pull's outcome: its time, its error if any, and the new bookmark if it moved.
+    pub fn record_pull(
+        &mut self,
+        name: &str,
+        now: i64,
+        error: Option<&str>,
+        bookmark: Option<&str>,
+    ) -> Result<(), CollectorError> {
+        self.conn
+            .execute(
+                "UPDATE sources SET last_pull = ?3, last_error = ?4, bookmark = COALESCE(?5, bookmark)
+                 WHERE org = ?1 AND name = ?2",
+                params![ORG, name, now, error, bookmark],
+            )
+            .map(|_| ())
             .map_err(self.err())
     }
 

@@ -1,0 +1,71 @@
+//! Pulling from registered sources: the shell that reads a source's file, directory or TAXII
+//! collection and hands the text to the pure parsers in [`crate::ingest`].
+
+use std::path::Path;
+
+use picket_proto::Severity;
+
+use crate::ingest::{self, Batch, Defaults, MAX_INGEST_FILE};
+use crate::store::Source;
+use crate::CollectorError;
+
+/// The source kinds `source add` accepts.
+pub const KINDS: &[&str] = &["list", "csv", "stix", "misp"];
+
+/// The metadata defaults a source gives what it does not mark itself.
+pub fn defaults(src: &Source) -> Defaults {
+    Defaults {
+        source: src.name.clone(),
+        tlp: src.tlp,
+        confidence: src.confidence,
+        severity: Severity::Medium,
+    }
+}
+
+/// Reads a file for ingest: refuses one over [`MAX_INGEST_FILE`] before reading it, and names the
+/// line of the first invalid UTF-8.
+pub fn read_text(path: &Path) -> Result<String, CollectorError> {
+    let meta = std::fs::metadata(path).map_err(CollectorError::io(path))?;
+    if meta.len() > MAX_INGEST_FILE {
+        return Err(CollectorError::Parse {
+            path: path.to_owned(),
+            line: 1,
+            problem: format!(
+                "{} bytes is more than the {MAX_INGEST_FILE} bytes accepted",
+                meta.len()
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(CollectorError::io(path))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + valid
+            - bytes[..valid]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+        CollectorError::Parse {
+            path: path.to_owned(),
+            line,
+            problem: format!("invalid UTF-8 at column {column}"),
+        }
+    })
+}
+
+/// Pulls `src` once: its batch, and the new TAXII bookmark if it moved.
+pub fn pull(src: &Source) -> Result<(Batch, Option<String>), CollectorError> {
+    let defaults = defaults(src);
+    let path = Path::new(&src.location);
+    match src.kind.as_str() {
+        "list" | "csv" | "stix" | "misp" => {
+            let text = read_text(path)?;
+            Ok((ingest::parse_file(path, &text, &defaults)?, None))
+        }
+        other => Err(CollectorError::Refused(format!(
+            "source {}: pulling a {other} source is not supported by this build",
+            src.name
+        ))),
+    }
+}
