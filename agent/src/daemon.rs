@@ -173,6 +173,10 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
     let (set, trusted) = LoadedSet::from_state(&dir, &limits, cfg.memory_limit)?
         .ok_or_else(|| AgentError::NoSet { path: dir.clone() })?;
     report_loaded(&set, &trusted);
+    // `Trusted` owns a copy of the whole snapshot (96 MiB for a million SHA-256 indicators);
+    // the index and the open state file are all matching needs, and this function never
+    // returns, so a binding kept to the end would hold it for the daemon's lifetime.
+    drop(trusted);
     let (cache, discarded) = HashCache::load(&dir.join(CACHE_FILE), cfg.cache_entries)?;
     if let Some(d) = discarded {
         eprintln!(
