@@ -19,5 +19,14 @@ export PICKET_PYTHON="$PWD/.venv/bin/python"
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 
+# The benchmarks' smoke run: small sizes, each checking its findings against its baseline
+# (openssl, find, ClamAV) before it reports. ClamAV comes from Debian's packages.
+if ! command -v clamscan >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clamav >/dev/null
+fi
+cargo build --release --bins
+cargo run --release -p picket-bench -- --quick all
+
 # A few seconds per fuzz target: proves each builds and survives its seed corpus.
 bash fuzz/smoke.sh "${PICKET_FUZZ_SECONDS:-5}"
