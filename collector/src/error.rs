@@ -58,6 +58,9 @@ pub enum CollectorError {
     /// A request that cannot be carried out as asked.
     #[error("{0}")]
     Refused(String),
+    /// A TAXII server could not be read.
+    #[error(transparent)]
+    Taxii(#[from] crate::taxii::TaxiiError),
 }
 
 impl CollectorError {

@@ -2,12 +2,16 @@
 //!
 //! The collector is a set of pure cores under thin shells:
 //!
-//! - [`ingest`] parses outside data (plain lists today) into normalised indicators. Pure: text
-//!   in, typed indicators or an error naming the file and line out.
+//! - [`ingest`] parses outside data (plain lists, CSV, MISP events and feeds) into normalised
+//!   indicators. Pure: text in, typed indicators or an error naming the file and line out.
 //! - [`publish`] compiles indicators into a canonical snapshot, a manifest with the deltas on
 //!   offer, and a timestamp, and signs them. Pure: keys and the time are arguments.
+//! - [`stix`] reads STIX 2.1 bundles: a pattern parser, and the translation of the patterns an
+//!   endpoint can match into indicators, with a reason for each one it cannot. Pure.
 //! - [`rootdoc`] builds, rotates and signs root documents; it is what the offline `root`
 //!   commands run.
+//! - [`taxii`] is the TAXII 2.1 client: a pure paging core (what to ask next, which bookmark
+//!   to keep) under a ureq and rustls shell.
 //! - [`store`] is the SQLite shell: one narrow interface, so a PostgreSQL backend can follow.
 //! - [`datadir`] lays out and opens the data directory: configuration, online keys, trust
 //!   anchor, and the check that no root private key is readable from where `serve` runs.
@@ -24,7 +28,9 @@ pub mod policy;
 pub mod publish;
 pub mod rootdoc;
 pub mod sources;
+pub mod stix;
 pub mod store;
+pub mod taxii;
 
 mod error;
 

@@ -13,11 +13,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use picket_collector::datadir::{self, DataDir};
 use picket_collector::ingest::{self, Defaults};
+use picket_collector::parse_duration;
 use picket_collector::policy::{Candidate, Policy};
 use picket_collector::publish::{self, Input};
 use picket_collector::rootdoc::{self, Rotation};
 use picket_collector::store::Publication;
-use picket_collector::{parse_duration, CollectorError};
 use picket_proto::{rfc3339, Content, PublicKey, Role, SetFile, Severity, SigningKey, Snapshot, Tlp};
 
 const EXIT_HELP: &str = "Exit status: 0 success, 2 error (the message on stderr names what failed).";
@@ -147,12 +147,25 @@ enum SourceCommand {
         /// Its name (recorded with each indicator it brings).
         #[arg(long)]
         name: String,
-        /// list, csv, stix or misp (a file).
+        /// list, csv, stix, misp (a file), misp-feed (a directory with manifest.json) or taxii.
         #[arg(long)]
         kind: String,
-        /// The file.
+        /// The file, the directory, or the TAXII API root URL.
         #[arg(long)]
         location: String,
+        /// The TAXII collection id.
+        #[arg(long)]
+        collection: Option<String>,
+        /// The TAXII user name (HTTP Basic).
+        #[arg(long)]
+        username: Option<String>,
+        /// A file holding the TAXII password (read once, stored in the 0600 database; never on
+        /// the command line, which other users can read).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// A PEM CA file: the only roots trusted for the TAXII server's certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
         /// TLP for what it does not mark.
         #[arg(long, default_value = "green")]
         tlp: String,
@@ -425,15 +438,6 @@ fn run(cli: Cli) -> Result<()> {
             let mut failed = 0;
             for file in &files {
                 let result = (|| -> Result<_, anyhow::Error> {
-                    let bytes = read_capped(file, ingest::MAX_INGEST_FILE)?;
-                    let text = String::from_utf8(bytes).map_err(|e| CollectorError::Parse {
-                        path: file.clone(),
-                        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                            .iter()
-                            .filter(|&&b| b == b'\n')
-                            .count(),
-                        problem: "not valid UTF-8".into(),
-                    })?;
                     let defaults = Defaults {
                         source: source.clone().unwrap_or_else(|| {
                             file.file_name()
@@ -443,7 +447,13 @@ fn run(cli: Cli) -> Result<()> {
                         confidence: dir.config().ingest.default_confidence,
                         severity: Severity::Medium,
                     };
-                    let batch = ingest::parse_file(file, &text, &defaults)?;
+                    let batch = if file.is_dir() {
+                        // A MISP feed directory: manifest.json and one file per event.
+                        ingest::parse_feed_dir(file, &defaults)?
+                    } else {
+                        let text = picket_collector::sources::read_text(file)?;
+                        ingest::parse_file(file, &text, &defaults)?
+                    };
                     let up = store.upsert_batch(&batch, &defaults.source, now())?;
                     Ok((batch.items.len(), up, batch.unsupported_by_reason()))
                 })();
@@ -665,6 +675,10 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
             name,
             kind,
             location,
+            collection,
+            username,
+            password_file,
+            ca,
             tlp,
             confidence,
             every,
@@ -683,14 +697,26 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
             if confidence > 100 {
                 bail!("--confidence {confidence}: 0 to 100");
             }
+            if kind == "taxii" && collection.is_none() {
+                bail!("--kind taxii needs --collection ID (`GET <api root>/collections/` lists them)");
+            }
+            let secret = match &password_file {
+                Some(p) => Some(
+                    fs::read_to_string(p)
+                        .with_context(|| format!("--password-file {}", p.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                None => None,
+            };
             let src = picket_collector::store::Source {
                 name,
                 kind,
                 location,
-                collection: None,
-                username: None,
-                secret: None,
-                ca_file: None,
+                collection,
+                username,
+                secret,
+                ca_file: ca.map(|p| p.display().to_string()),
                 tlp: Tlp::parse(&tlp).with_context(|| format!("--tlp {tlp:?} is not a TLP level"))?,
                 confidence,
                 schedule: duration("--every", &every)?,

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use picket_proto::Tlp;
+use picket_proto::{FileCondition, Observable, ProcessCondition, Tlp};
 
 /// The observable kinds a source may put on endpoints unless it is trusted.
 pub const DEFAULT_KINDS: &[&str] = &["file-hash", "process-hash", "remote-addr"];
@@ -118,12 +118,31 @@ pub struct Candidate<'a> {
     pub sources: &'a [String],
 }
 
+/// The kind the source policy judges an observable by. A compound holding a digest can only
+/// match that exact content, whatever else it names, so it is judged as the digest: a feed that
+/// may send hashes may send `file name X with SHA-256 Y`.
+pub fn policy_kind(observable: &Observable) -> &'static str {
+    match observable {
+        Observable::FileAll(conds) if conds.iter().any(|c| matches!(c, FileCondition::Hash(_))) => {
+            "file-hash"
+        }
+        Observable::ProcessAll(conds) if conds.iter().any(|c| matches!(c, ProcessCondition::Hash(_))) => {
+            "process-hash"
+        }
+        other => other.kind_name(),
+    }
+}
+
 impl<'a> Candidate<'a> {
     /// The candidate view of a stored indicator.
     pub fn of(s: &'a crate::store::Stored) -> Candidate<'a> {
+        let kind = match s.record.indicator() {
+            Ok(Some(ind)) => policy_kind(&ind.observable),
+            _ => "unknown",
+        };
         Candidate {
             value: &s.value,
-            kind: &s.kind,
+            kind,
             tlp: s.tlp,
             valid_from: s.valid_from,
             valid_until: s.valid_until,

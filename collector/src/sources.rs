@@ -1,16 +1,17 @@
 //! Pulling from registered sources: the shell that reads a source's file, directory or TAXII
 //! collection and hands the text to the pure parsers in [`crate::ingest`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use picket_proto::Severity;
 
 use crate::ingest::{self, Batch, Defaults, MAX_INGEST_FILE};
 use crate::store::Source;
+use crate::taxii::{self, Credentials, TaxiiSource};
 use crate::CollectorError;
 
 /// The source kinds `source add` accepts.
-pub const KINDS: &[&str] = &["list", "csv", "stix", "misp"];
+pub const KINDS: &[&str] = &["list", "csv", "stix", "misp", "misp-feed", "taxii"];
 
 /// The metadata defaults a source gives what it does not mark itself.
 pub fn defaults(src: &Source) -> Defaults {
@@ -62,6 +63,19 @@ pub fn pull(src: &Source) -> Result<(Batch, Option<String>), CollectorError> {
         "list" | "csv" | "stix" | "misp" => {
             let text = read_text(path)?;
             Ok((ingest::parse_file(path, &text, &defaults)?, None))
+        }
+        "misp-feed" => Ok((ingest::parse_feed_dir(path, &defaults)?, None)),
+        "taxii" => {
+            let source = TaxiiSource {
+                credentials: src.username.clone().map(|username| Credentials {
+                    username,
+                    password: src.secret.clone().unwrap_or_default(),
+                }),
+                ca_file: src.ca_file.as_ref().map(PathBuf::from),
+                ..TaxiiSource::new(&src.location, src.collection.clone().unwrap_or_default())
+            };
+            let (batch, bookmark) = taxii::pull(&source, src.bookmark.as_deref(), &defaults)?;
+            Ok((batch, bookmark))
         }
         other => Err(CollectorError::Refused(format!(
             "source {}: pulling a {other} source is not supported by this build",

@@ -97,6 +97,26 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "mixed".to_owned(),
             b"# feed\n44d88612fea8a8f36de82e1278abb02f\n198.51.100.7/24 # c2\n2001:db8::1\n".to_vec(),
         ),
+        (
+            "misp_event",
+            "event".to_owned(),
+            br#"{"Event": {"uuid": "57c4445b-c548-4654-af0b-4be3950d210f", "timestamp": "1472541011", "distribution": "3", "threat_level_id": "3", "Orgc": {"name": "CIRCL"}, "Tag": [{"name": "tlp:white"}], "Attribute": [{"uuid": "57c4448b-454c-4d17-90d1-4d2f950d210f", "type": "md5", "value": "44d88612fea8a8f36de82e1278abb02f", "to_ids": true}, {"type": "ip-dst|port", "value": "198.51.100.7|443", "to_ids": "1", "Tag": [{"name": "tlp:amber"}]}, {"type": "domain", "value": "evil.example", "to_ids": true}, {"type": "link", "value": "https://example.org", "to_ids": false}], "Object": [{"uuid": "5a3cd5b6-9568-4342-b2ab-4c62950d210f", "name": "file", "distribution": "5", "Attribute": [{"type": "filename", "value": "Bulletin.doc", "to_ids": true}, {"type": "sha1", "value": "3395856ce81f2b7382dee72602f798b642f14140", "to_ids": true}, {"type": "size-in-bytes", "value": 68, "to_ids": true}]}, {"name": "domain-ip", "deleted": true, "Attribute": [{"type": "ip-dst", "value": "2001:db8::/32", "to_ids": true}]}]}}"#.to_vec(),
+        ),
+        (
+            "csv",
+            "header".to_owned(),
+            b"\xef\xbb\xbf# banner\nsha256,note\r\n275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f,\"say \"\"hi\"\", twice\"\r\n\"198.51.100.7/24\", \"multi\nline\"\n".to_vec(),
+        ),
+        (
+            "stix_bundle",
+            "bundle".to_owned(),
+            br#"{"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "objects": [{"type": "indicator", "spec_version": "2.1", "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f", "created": "2016-04-06T20:03:48.000Z", "modified": "2016-04-06T20:03:48.000Z", "pattern": "[file:hashes.'SHA-256' = '275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f' AND file:size = 68] OR [ipv4-addr:value ISSUBSET '198.51.100.0/24']", "pattern_type": "stix", "valid_from": "2016-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z", "confidence": 80, "object_marking_refs": ["marking-definition--f88d31f6-486f-44da-b317-01333bde0b82"]}, {"type": "marking-definition", "id": "marking-definition--22222222-2222-4222-8222-222222222222", "definition_type": "tlp", "definition": {"tlp": "red"}}]}"#.to_vec(),
+        ),
+        (
+            "stix_pattern",
+            "compound".to_owned(),
+            b"[process:image_ref.name = 'nc' AND process:command_line LIKE '%-e /bin/sh%'] OR [file:name MATCHES '^invoice\\.pdf' OR file:hashes.md5 IN ('44d88612fea8a8f36de82e1278abb02f')] OR [domain-name:value = 'x'] WITHIN 5 SECONDS".to_vec(),
+        ),
         ("sightings", "one".to_owned(), {
             let mut t = picket_agent::sightings::Sightings::new(8);
             t.observe("indicator--a", "sha256", picket_agent::sightings::Observed::File("/tmp/x".into()), 1);

@@ -5,7 +5,9 @@
 //! is stored. The shell in `main` reads the file (with a size cap) and stores the result in one
 //! transaction.
 
+mod csv;
 mod list;
+mod misp;
 
 use std::path::Path;
 
@@ -14,7 +16,9 @@ use sha1::{Digest, Sha1};
 
 use crate::CollectorError;
 
+pub use csv::{parse_csv, CsvColumn, CsvOptions};
 pub use list::{detect, parse_list};
+pub use misp::{looks_like_misp, parse_event, parse_feed_dir, parse_manifest};
 
 /// Largest file `ingest` reads.
 pub const MAX_INGEST_FILE: u64 = 256 << 20;
@@ -60,6 +64,25 @@ pub struct Item {
     pub revoked: bool,
     /// Who made it (a STIX identity id, a MISP organisation), if the source says.
     pub created_by: Option<String>,
+    /// MISP's sharing level, if the source is MISP: 0 this organisation only, 1 this community,
+    /// 2 connected communities, 3 all communities, 4 a sharing group. "Inherit" (5) is resolved
+    /// to the event's level before it gets here. Kept so that sharing can honour it.
+    pub distribution: Option<u8>,
+}
+
+impl Item {
+    /// An item with no source metadata beyond the indicator's own. Parsers that know more set
+    /// the fields they know on top: `Item { revoked: true, ..Item::new(indicator) }`.
+    pub fn new(indicator: Indicator) -> Item {
+        Item {
+            indicator,
+            modified: None,
+            valid_from: None,
+            revoked: false,
+            created_by: None,
+            distribution: None,
+        }
+    }
 }
 
 /// Something a source held that Picket did not turn into an indicator, and why. Never dropped
@@ -86,16 +109,7 @@ impl Batch {
     /// A batch of plain indicators, with no source metadata beyond the indicator's own.
     pub fn of(indicators: Vec<Indicator>) -> Batch {
         Batch {
-            items: indicators
-                .into_iter()
-                .map(|indicator| Item {
-                    indicator,
-                    modified: None,
-                    valid_from: None,
-                    revoked: false,
-                    created_by: None,
-                })
-                .collect(),
+            items: indicators.into_iter().map(Item::new).collect(),
             unsupported: Vec::new(),
         }
     }
@@ -112,15 +126,27 @@ impl Batch {
     }
 }
 
-/// Parses one file's text, choosing the parser by content.
+/// Parses one file's text, choosing the parser by name and content: a `.csv` file is CSV with
+/// the default [`CsvOptions`]; JSON with MISP's keys (see [`looks_like_misp`]) is a MISP event;
+/// a STIX document (see [`crate::stix::is_stix`]) is a STIX bundle.
 pub fn parse_file(path: &Path, text: &str, defaults: &Defaults) -> Result<Batch, CollectorError> {
+    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        return parse_csv(path, text, &CsvOptions::default(), defaults);
+    }
     let first = text.trim_start().chars().next();
+    if matches!(first, Some('{') | Some('[')) && looks_like_misp(text) {
+        return parse_event(path, text, defaults);
+    }
+    if first == Some('{') && crate::stix::is_stix(text) {
+        return crate::stix::parse_bundle(path, text, defaults);
+    }
     if matches!(first, Some('{') | Some('[')) {
         return Err(CollectorError::Parse {
             path: path.to_owned(),
             line: 1,
             problem:
-                "this looks like JSON (a STIX bundle or MISP event); this version ingests plain lists only"
+                "JSON that is neither a STIX 2.1 bundle (\"type\": \"bundle\") nor a MISP event (\"Event\")"
                     .into(),
         });
     }
