@@ -55,6 +55,13 @@ enum Command {
         /// TLP for these indicators (default: ingest.default_tlp in picket.toml).
         #[arg(long)]
         tlp: Option<String>,
+        /// Read the files as CSV, taking the indicator from this column (a 0-based number or
+        /// a header name). Files named *.csv are read as CSV with column 0 by default.
+        #[arg(long)]
+        csv_column: Option<String>,
+        /// The CSV field delimiter (default `,`).
+        #[arg(long)]
+        csv_delimiter: Option<char>,
         /// Files to ingest.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -137,6 +144,8 @@ enum Command {
     },
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum SourceCommand {
     /// Register a source.
@@ -178,6 +187,10 @@ enum SourceCommand {
         /// Trust it to put names, globs, paths and command lines on endpoints.
         #[arg(long)]
         trusted: bool,
+        /// How long its indicators stay valid when it does not say (renewed while it still
+        /// carries them), e.g. 30d.
+        #[arg(long)]
+        lifetime: Option<String>,
     },
     /// The registered sources (credentials are never shown).
     List {
@@ -254,6 +267,16 @@ enum AllowlistCommand {
         reason: String,
         /// The value.
         value: String,
+    },
+    /// Import a warninglist: a MISP warninglist (JSON with `name` and `list`) or a plain list
+    /// (one value a line, `#` comments). Values that are not digests, addresses or networks
+    /// (domains, for example) are counted and left out.
+    Import {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The file.
+        file: PathBuf,
     },
     /// The operator's entries (the built-in ones are listed too).
     List {
@@ -427,8 +450,20 @@ fn run(cli: Cli) -> Result<()> {
             data,
             source,
             tlp,
+            csv_column,
+            csv_delimiter,
             files,
         } => {
+            let csv = (csv_column.is_some() || csv_delimiter.is_some()).then(|| ingest::CsvOptions {
+                column: match &csv_column {
+                    Some(c) => c
+                        .parse()
+                        .map_or_else(|_| ingest::CsvColumn::Name(c.clone()), ingest::CsvColumn::Index),
+                    None => ingest::CsvColumn::Index(0),
+                },
+                delimiter: csv_delimiter.unwrap_or(','),
+                ..ingest::CsvOptions::default()
+            });
             let dir = DataDir::open(&data)?;
             let tlp = match tlp {
                 Some(t) => Tlp::parse(&t).with_context(|| format!("--tlp {t:?} is not a TLP level"))?,
@@ -452,7 +487,10 @@ fn run(cli: Cli) -> Result<()> {
                         ingest::parse_feed_dir(file, &defaults)?
                     } else {
                         let text = picket_collector::sources::read_text(file)?;
-                        ingest::parse_file(file, &text, &defaults)?
+                        match &csv {
+                            Some(opts) => ingest::parse_csv(file, &text, opts, &defaults)?,
+                            None => ingest::parse_file(file, &text, &defaults)?,
+                        }
                     };
                     let up = store.upsert_batch(&batch, &defaults.source, now())?;
                     Ok((batch.items.len(), up, batch.unsupported_by_reason()))
@@ -644,7 +682,8 @@ fn pull_one(
     now: i64,
 ) -> Result<String> {
     match picket_collector::sources::pull(src) {
-        Ok((batch, bookmark)) => {
+        Ok((mut batch, bookmark)) => {
+            picket_collector::sources::apply_lifetime(&mut batch, src.lifetime, now);
             let up = store.upsert_batch(&batch, &src.name, now)?;
             store.record_pull(&src.name, now, None, bookmark.as_deref())?;
             let mut line = format!(
@@ -683,6 +722,7 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
             confidence,
             every,
             trusted,
+            lifetime,
         } => {
             let dir = DataDir::open(&data)?;
             if !picket_collector::sources::KINDS.contains(&kind.as_str()) {
@@ -728,6 +768,7 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
                 bookmark: None,
                 last_pull: None,
                 last_error: None,
+                lifetime: lifetime.map(|l| duration("--lifetime", &l)).transpose()?,
             };
             dir.store()?.add_source(&src, now())?;
             println!(
@@ -907,6 +948,29 @@ fn allowlist_command(cmd: AllowlistCommand) -> Result<()> {
             let canonical = ingest::canonical_value(&observable);
             dir.store()?.allow(&canonical, &reason, now())?;
             println!("allowlisted {canonical} ({reason}); it leaves the next published set");
+            Ok(())
+        }
+        AllowlistCommand::Import { data, file } => {
+            let dir = DataDir::open(&data)?;
+            let text = picket_collector::sources::read_text(&file)?;
+            let (name, values) = warninglist(&file, &text)?;
+            let mut store = dir.store()?;
+            let (mut added, mut skipped) = (0, 0);
+            let reason = format!("warninglist: {name}");
+            let now = now();
+            for v in values {
+                match ingest::detect(v.trim()) {
+                    Some(o) => {
+                        store.allow(&ingest::canonical_value(&o), &reason, now)?;
+                        added += 1;
+                    }
+                    None => skipped += 1,
+                }
+            }
+            println!(
+                "{}: {added} values allowlisted as {reason:?}; {skipped} left out (not a digest, address or network)",
+                file.display()
+            );
             Ok(())
         }
         AllowlistCommand::List { data } => {
@@ -1250,4 +1314,32 @@ fn serve(data: &Path, batch: u64) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// A warninglist's name and values: MISP's JSON form (`{"name": ..., "list": [...]}`) or a plain
+/// list, one value a line.
+fn warninglist(path: &Path, text: &str) -> Result<(String, Vec<String>)> {
+    if text.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Misp {
+            name: String,
+            list: Vec<String>,
+        }
+        let w: Misp = serde_json::from_str(text).with_context(|| {
+            format!(
+                "{}: not a MISP warninglist (a JSON object with name and list)",
+                path.display()
+            )
+        })?;
+        return Ok((w.name, w.list));
+    }
+    let name = path
+        .file_name()
+        .map_or("list".into(), |n| n.to_string_lossy().into_owned());
+    let values = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok((name, values))
 }

@@ -55,6 +55,17 @@ pub fn read_text(path: &Path) -> Result<String, CollectorError> {
     })
 }
 
+/// Gives every item without a valid_until the source's default lifetime from `now`.
+pub fn apply_lifetime(batch: &mut Batch, lifetime: Option<u64>, now: i64) {
+    if let Some(l) = lifetime {
+        for item in &mut batch.items {
+            if item.indicator.meta.valid_until.is_none() {
+                item.indicator.meta.valid_until = Some(now.saturating_add(l as i64));
+            }
+        }
+    }
+}
+
 /// Pulls `src` once: its batch, and the new TAXII bookmark if it moved.
 pub fn pull(src: &Source) -> Result<(Batch, Option<String>), CollectorError> {
     let defaults = defaults(src);

@@ -118,6 +118,9 @@ CREATE TABLE sources (
     PRIMARY KEY (org, name)
 );
 "#,
+    r#"
+ALTER TABLE sources ADD COLUMN lifetime INTEGER;
+"#,
 ];
 
 /// The store.
@@ -214,6 +217,9 @@ pub struct Source {
     pub last_pull: Option<i64>,
     /// The last pull's error, if it failed.
     pub last_error: Option<String>,
+    /// How long an indicator from it stays valid when it does not say (seconds), renewed each
+    /// time a pull still carries it; `None`: until the source revokes it.
+    pub lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for Source {
@@ -251,10 +257,11 @@ fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
         bookmark: r.get(12)?,
         last_pull: r.get(13)?,
         last_error: r.get(14)?,
+        lifetime: r.get(15)?,
     })
 }
 
-const SOURCE_COLUMNS: &str = "name, kind, location, collection, username, secret, ca_file, tlp, confidence, schedule, trusted, kinds, bookmark, last_pull, last_error";
+const SOURCE_COLUMNS: &str = "name, kind, location, collection, username, secret, ca_file, tlp, confidence, schedule, trusted, kinds, bookmark, last_pull, last_error, lifetime";
 
 /// A stored indicator with its provenance and lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,8 +582,8 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO sources (org, name, kind, location, collection, username, secret, ca_file, tlp,
-                                      confidence, schedule, trusted, kinds, added)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                      confidence, schedule, trusted, kinds, added, lifetime)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     ORG,
                     src.name,
@@ -591,7 +598,8 @@ impl Store {
                     src.schedule,
                     src.trusted,
                     src.kinds.join(","),
-                    now
+                    now,
+                    src.lifetime
                 ],
             )
             .map(|_| ())

@@ -21,7 +21,7 @@ pub use list::{detect, parse_list};
 pub use misp::{looks_like_misp, parse_event, parse_feed_dir, parse_manifest};
 
 /// Largest file `ingest` reads.
-pub const MAX_INGEST_FILE: u64 = 256 << 20;
+pub const MAX_INGEST_FILE: u64 = 1 << 30;
 
 /// Defaults for the metadata a source does not give.
 #[derive(Debug, Clone)]
