@@ -55,6 +55,22 @@ pub fn ok(name: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `picket-agent import-set --state STATE --trust ANCHOR FILE`.
+pub fn import_set(state: &Path, anchor: &Path, file: &Path) -> Output {
+    run(
+        "picket-agent",
+        &["import-set", "--state", s(state), "--trust", s(anchor), s(file)],
+    )
+}
+
+/// Runs `import-set` and asserts it succeeded; returns stdout.
+pub fn import_ok(state: &Path, anchor: &Path, file: &Path) -> String {
+    ok(
+        "picket-agent",
+        &["import-set", "--state", s(state), "--trust", s(anchor), s(file)],
+    )
+}
+
 /// A collector data directory made by `picket-collector init`, inside a temporary directory.
 #[derive(Debug)]
 pub struct Collector {

@@ -29,7 +29,7 @@ use crate::cache::HashCache;
 use crate::config::Config;
 use crate::digest::Digests;
 use crate::host::{self, net, Poller, ProcessInfo};
-use crate::index::{Hit, ProcessFacts, What};
+use crate::index::{Hit, What};
 use crate::loaded::LoadedSet;
 use crate::scan::{self, Report, Scanner, Stats};
 use crate::sightings::{Observed, Seen, Sightings};
@@ -481,15 +481,7 @@ fn check_processes(shared_set: &Shared, procs: &[ProcessInfo], buf: &mut [u8]) {
             }
         }
         hits.clear();
-        set.index().match_process(
-            &ProcessFacts {
-                name: &p.name,
-                exe: p.exe.as_deref(),
-                exe_digests: digests.as_ref(),
-                cmdline: &p.cmdline,
-            },
-            &mut hits,
-        );
+        set.match_process(p, digests.as_ref(), &mut hits);
         if hits.is_empty() {
             continue;
         }

@@ -154,6 +154,24 @@ impl LoadedSet {
         &self.index
     }
 
+    /// Appends the hits of running process `p` (its executable's `digests`, when computed).
+    pub fn match_process(
+        &self,
+        p: &crate::host::ProcessInfo,
+        digests: Option<&crate::digest::Digests>,
+        out: &mut Vec<crate::index::Hit>,
+    ) {
+        self.index.match_process(
+            &crate::index::ProcessFacts {
+                name: &p.name,
+                exe: p.exe.as_deref(),
+                exe_digests: digests,
+                cmdline: &p.cmdline,
+            },
+            out,
+        );
+    }
+
     /// The full indicator behind a hit.
     pub fn indicator(&self, record: RecordRef) -> Result<Indicator, String> {
         let mut window;

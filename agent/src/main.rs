@@ -14,7 +14,7 @@ use picket_agent::config::{parse_size, Config};
 use picket_agent::daemon;
 use picket_agent::digest::Digests;
 use picket_agent::host;
-use picket_agent::index::{Hit, ProcessFacts, What};
+use picket_agent::index::{Hit, What};
 use picket_agent::loaded::LoadedSet;
 use picket_agent::scan::{self, Report, Scanner};
 use picket_agent::sightings::Observed;
@@ -434,15 +434,7 @@ fn scan_processes<W: Write>(set: &LoadedSet, out: &mut Printer<'_, W>) {
                 .and_then(|mut e| e.hash(kinds, &mut buf).ok().flatten())
         };
         hits.clear();
-        set.index().match_process(
-            &ProcessFacts {
-                name: &p.name,
-                exe: p.exe.as_deref(),
-                exe_digests: digests.as_ref(),
-                cmdline: &p.cmdline,
-            },
-            &mut hits,
-        );
+        set.match_process(&p, digests.as_ref(), &mut hits);
         let what = format!(
             "{} (pid {})",
             p.exe.as_ref().map_or(p.name.clone(), |e| e.display().to_string()),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
-use picket_e2e::{ok, run, s, Collector, EICAR, EICAR_MD5, EICAR_SHA1, EICAR_SHA256};
+use picket_e2e::{import_ok, import_set, ok, run, s, Collector, EICAR, EICAR_MD5, EICAR_SHA1, EICAR_SHA256};
 
 fn eicar_collector() -> Collector {
     let c = Collector::init();
@@ -40,17 +40,7 @@ fn eicar_is_found_after_an_offline_import() {
     c.publish(&[]);
     let set = c.export("set.pkt");
     let state = c.tmp.path().join("agent-state");
-    let out = ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&set),
-        ],
-    );
+    let out = import_ok(&state, &c.anchor(), &set);
     assert!(out.contains("installed set version 1, 3 indicators"), "{out}");
 
     let folder = c.tmp.path().join("scanned");
@@ -106,17 +96,7 @@ fn state_directory_and_key_files_are_private() {
     c.publish(&[]);
     let set = c.export("set.pkt");
     let state = c.tmp.path().join("agent-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&set),
-        ],
-    );
+    import_ok(&state, &c.anchor(), &set);
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("set.pkt")), 0o600);
@@ -138,30 +118,10 @@ fn rollback_and_tampering_are_refused_and_the_stored_set_is_unchanged() {
     }
     let state = c.tmp.path().join("agent-state");
     let anchor = c.anchor();
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&files[3]),
-        ],
-    );
+    import_ok(&state, &anchor, &files[3]);
     let before = stored(&state);
 
-    let old = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&files[2]),
-        ],
-    );
+    let old = import_set(&state, &anchor, &files[2]);
     assert_eq!(old.status.code(), Some(2));
     let err = String::from_utf8_lossy(&old.stderr);
     assert!(
@@ -176,17 +136,7 @@ fn rollback_and_tampering_are_refused_and_the_stored_set_is_unchanged() {
     bytes[n - 10] ^= 0x40;
     let tampered = c.tmp.path().join("tampered.pkt");
     fs::write(&tampered, &bytes).unwrap();
-    let out = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&tampered),
-        ],
-    );
+    let out = import_set(&state, &anchor, &tampered);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tampered.pkt"), "names the file: {err}");
@@ -198,45 +148,15 @@ fn rollback_and_tampering_are_refused_and_the_stored_set_is_unchanged() {
 
     // A truncated file.
     fs::write(&tampered, &bytes[..n / 2]).unwrap();
-    let out = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&tampered),
-        ],
-    );
+    let out = import_set(&state, &anchor, &tampered);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("set file: malformed"));
     assert_eq!(stored(&state), before);
 
     // The genuine file installs; importing it again changes nothing and is not an error.
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&files[4]),
-        ],
-    );
+    import_ok(&state, &anchor, &files[4]);
     let before = stored(&state);
-    let again = ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&anchor),
-            s(&files[4]),
-        ],
-    );
+    let again = import_ok(&state, &anchor, &files[4]);
     assert!(again.contains("already installed"), "{again}");
     assert_eq!(stored(&state), before);
 }
@@ -248,17 +168,7 @@ fn a_set_from_another_collector_is_refused() {
     theirs.publish(&[]);
     let foreign = theirs.export("foreign.pkt");
     let state = ours.tmp.path().join("agent-state");
-    let out = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&ours.anchor()),
-            s(&foreign),
-        ],
-    );
+    let out = import_set(&state, &ours.anchor(), &foreign);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("root: signed by unknown key"), "{err}");
@@ -273,30 +183,10 @@ fn an_expired_set_is_refused_when_only_the_clock_changed() {
     let state = c.tmp.path().join("agent-state");
     // Fresh: accepted.
     let fresh_state = c.tmp.path().join("fresh-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&fresh_state),
-            "--trust",
-            s(&c.anchor()),
-            s(&set),
-        ],
-    );
+    import_ok(&fresh_state, &c.anchor(), &set);
     // Nothing but the clock changes: the real clock, so this test waits for it.
     sleep(Duration::from_millis(3100));
-    let out = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&set),
-        ],
-    );
+    let out = import_set(&state, &c.anchor(), &set);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("freeze: timestamp expired at"), "{err}");
@@ -341,28 +231,8 @@ fn a_refreshed_timestamp_renews_freshness_without_a_new_set_version() {
     );
     let second = c.export("second.pkt");
     let state = c.tmp.path().join("agent-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&first),
-        ],
-    );
-    let out = ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&second),
-        ],
-    );
+    import_ok(&state, &c.anchor(), &first);
+    let out = import_ok(&state, &c.anchor(), &second);
     assert!(
         out.contains("set version 1 unchanged; freshness renewed"),
         "{out}"
@@ -394,45 +264,15 @@ fn a_delta_export_updates_an_agent_on_the_base_version() {
         ],
     );
     let state = c.tmp.path().join("agent-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&v1),
-        ],
-    );
-    let out = ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&delta),
-        ],
-    );
+    import_ok(&state, &c.anchor(), &v1);
+    let out = import_ok(&state, &c.anchor(), &delta);
     assert!(
         out.contains("installed set version 2 (was 1), 5 indicators"),
         "{out}"
     );
     // A fresh agent cannot use a delta.
     let fresh = c.tmp.path().join("fresh");
-    let out = run(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&fresh),
-            "--trust",
-            s(&c.anchor()),
-            s(&delta),
-        ],
-    );
+    let out = import_set(&fresh, &c.anchor(), &delta);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("delta: no delta on offer from installed version 0")
@@ -470,17 +310,7 @@ fn root_and_publisher_keys_rotate_offline_and_agents_follow() {
     c.publish(&[]);
     let v1 = c.export("v1.pkt");
     let state = c.tmp.path().join("agent-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&v1),
-        ],
-    );
+    import_ok(&state, &c.anchor(), &v1);
 
     // Offline: a new root key replaces the old one, and a new publisher key comes in.
     let tmp = c.tmp.path();
@@ -547,32 +377,12 @@ fn root_and_publisher_keys_rotate_offline_and_agents_follow() {
     c.ingest_list("more.txt", &["198.51.100.7"]);
     c.publish(&[]);
     let v2 = c.export("v2.pkt");
-    let out = ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&c.anchor()),
-            s(&v2),
-        ],
-    );
+    let out = import_ok(&state, &c.anchor(), &v2);
     assert!(out.contains("installed set version 2 (was 1)"), "{out}");
     let v: serde_json::Value =
         serde_json::from_str(ok("picket-agent", &["status", "--state", s(&state), "--json"]).trim()).unwrap();
     assert_eq!(v["root_version"], 2);
     // A new agent bootstraps from the new anchor, which pins root version 2.
     let fresh = tmp.join("fresh-state");
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&fresh),
-            "--trust",
-            s(&c.anchor()),
-            s(&v2),
-        ],
-    );
+    import_ok(&fresh, &c.anchor(), &v2);
 }
