@@ -382,9 +382,15 @@ fn host_priority_lowers_the_calling_thread_only() {
             lowered,
             Lowered {
                 nice: Some(19),
-                idle_policy: true
+                idle_policy: true,
+                io_idle: true,
             }
         );
+        // The explicit idle I/O class, read back by util-linux independently of the agent.
+        let tid = fs::read_link("/proc/thread-self").unwrap();
+        let tid = tid.file_name().unwrap().to_str().unwrap();
+        let out = Command::new("ionice").args(["-p", tid]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "idle");
         // Read back independently of the crates that set it.
         assert_eq!(thread_nice_and_policy(), (19, SCHED_IDLE));
         // Again: nothing to lower, and still no error.

@@ -14,11 +14,14 @@
 //!    what `top` and `ps` show an operator, and it makes the best-effort I/O level (used when the
 //!    class is best-effort) the lowest, 7.
 //!
-//! **What it cannot do.** It does not call `ioprio_set(2)` to set the idle I/O class explicitly:
-//! neither `rustix` nor `nix` wraps that syscall, the one dedicated crate (`ioprio` 0.2, 2021)
-//! pins `nix` 0.21, and `libc::syscall` is `unsafe`, which the workspace forbids. The difference
-//! matters only for the `mq-deadline` I/O scheduler, which honours explicit I/O classes but
-//! treats a derived one as best-effort. With the `none` scheduler (the default for NVMe and
+//! 3. **The idle I/O class, explicitly**, by running util-linux's `ionice -c 3 -p TID` once for
+//!    the thread (and `ionice -p TID` to read it back). No safe Rust API calls `ioprio_set(2)`:
+//!    neither `rustix` nor `nix` wraps it, the one dedicated crate (`ioprio` 0.2, 2021) pins
+//!    `nix` 0.21, and `libc::syscall` is `unsafe`, which the workspace forbids; `ionice` is the
+//!    same system call made by a program every Linux distribution ships. The explicit class
+//!    matters for the `mq-deadline` I/O scheduler, which treats a derived class as best-effort.
+//!    If `ionice` is missing or refuses, the derived class of step 1 still applies; this step is
+//!    reported in [`Lowered::io_idle`] and never fails the call. With the `none` scheduler (the default for NVMe and
 //! virtio disks) no I/O priority of any kind has an effect; with `kyber` neither.
 //!
 //! **Threads.** On Linux the nice value, the scheduling policy and the I/O priority belong to each
@@ -42,6 +45,9 @@ pub struct Lowered {
     /// Whether the thread runs under `SCHED_IDLE`, and so in the idle I/O class where the I/O
     /// scheduler derives classes (BFQ).
     pub idle_policy: bool,
+    /// Whether the thread's I/O class is set explicitly to idle (through util-linux `ionice`,
+    /// see the module documentation), which `mq-deadline` honours as well.
+    pub io_idle: bool,
 }
 
 /// A step of [`lower_current_thread`].
@@ -91,6 +97,7 @@ pub fn lower_current_thread() -> Result<Lowered, PriorityError> {
     let applied = Lowered {
         nice: rustix::process::getpriority_process(None).ok(),
         idle_policy,
+        io_idle: set_idle_io_class(),
     };
     let failure = match (policy, nice) {
         _ if applied.idle_policy && applied.nice == Some(LOWEST_NICE) => None,
@@ -103,6 +110,21 @@ pub fn lower_current_thread() -> Result<Lowered, PriorityError> {
         None => Ok(applied),
         Some((step, error)) => Err(PriorityError { step, error, applied }),
     }
+}
+
+/// Sets the calling thread's I/O class to idle with `ionice`, and reads it back.
+fn set_idle_io_class() -> bool {
+    let Some(tid) = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+    else {
+        return false;
+    };
+    let run = |args: &[&str]| std::process::Command::new("ionice").args(args).output().ok();
+    if !run(&["-c", "3", "-p", &tid]).is_some_and(|o| o.status.success()) {
+        return false;
+    }
+    run(&["-p", &tid]).is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle")
 }
 
 /// The error for a step the kernel accepted but that did not read back as set.
