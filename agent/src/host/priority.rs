@@ -1,6 +1,6 @@
 //! Running the agent's background work at the lowest CPU and I/O priority, without `unsafe`.
 //!
-//! [`lower_current_thread`] does two things to the calling thread, and reads each back:
+//! [`lower_current_thread`] does three things to the calling thread, and reads each back:
 //!
 //! 1. **CPU scheduling policy `SCHED_IDLE`**, through the `thread-priority` crate. An idle-policy
 //!    thread runs with a scheduling weight below even nice 19's, so the scanner yields to every
@@ -21,8 +21,10 @@
 //!    same system call made by a program every Linux distribution ships. The explicit class
 //!    matters for the `mq-deadline` I/O scheduler, which treats a derived class as best-effort.
 //!    If `ionice` is missing or refuses, the derived class of step 1 still applies; this step is
-//!    reported in [`Lowered::io_idle`] and never fails the call. With the `none` scheduler (the default for NVMe and
-//! virtio disks) no I/O priority of any kind has an effect; with `kyber` neither.
+//!    reported in [`Lowered::io_idle`] and never fails the call.
+//!
+//! With the `none` I/O scheduler (the default for NVMe and virtio disks) no I/O priority of any
+//! kind has an effect; with `kyber` neither.
 //!
 //! **Threads.** On Linux the nice value, the scheduling policy and the I/O priority belong to each
 //! thread, not to the process, and a new thread inherits its creator's. Call this at the start of
