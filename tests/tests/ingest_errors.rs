@@ -165,3 +165,46 @@ fn csv_columns_warninglists_and_source_lifetimes() {
         "valid_until {until}, now {now}"
     );
 }
+
+#[test]
+fn a_newer_stix_version_replaces_an_older_one_and_never_the_reverse() {
+    let c = Collector::init();
+    let version = |modified: &str, confidence: &str| {
+        bundle(confidence, EICAR_SHA256).replace(
+            "\"modified\": \"2026-01-01T00:00:00.000Z\"",
+            &format!("\"modified\": \"{modified}\""),
+        )
+    };
+    let ingest = |name: &str, text: String| {
+        let path = c.tmp.path().join(name);
+        fs::write(&path, text).unwrap();
+        ok("picket-collector", &["ingest", "--data", c.data(), s(&path)])
+    };
+    let confidence = || {
+        let shown = ok(
+            "picket-collector",
+            &[
+                "indicators",
+                "show",
+                "--data",
+                c.data(),
+                "--json",
+                "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+            ],
+        );
+        serde_json::from_str::<serde_json::Value>(shown.trim()).unwrap()["confidence"]
+            .as_u64()
+            .unwrap()
+    };
+    ingest("v2.json", version("2026-02-01T00:00:00.000Z", "60"));
+    assert_eq!(confidence(), 60);
+    let older = ingest("v1.json", version("2026-01-15T00:00:00.000Z", "10"));
+    assert!(
+        older.contains("0 updated, 1 older than what is stored and kept out"),
+        "{older}"
+    );
+    assert_eq!(confidence(), 60);
+    let newer = ingest("v3.json", version("2026-03-01T00:00:00.000Z", "95"));
+    assert!(newer.contains("1 updated"), "{newer}");
+    assert_eq!(confidence(), 95);
+}
