@@ -41,7 +41,10 @@ impl Postings {
         for i in 0..keys {
             starts[i + 1] += starts[i];
         }
-        let targets = links.into_iter().map(|(_, t)| t).collect();
+        // A fresh, exact allocation: collecting from `links` in place would keep its larger
+        // buffer, and `heap_bytes` would then exceed what `estimate` promised the memory ceiling.
+        let mut targets = Vec::with_capacity(links.len());
+        targets.extend(links.into_iter().map(|(_, t)| t));
         Postings { starts, targets }
     }
 
