@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -160,6 +160,7 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(AgentError::io(&lock_path))?;
     if let Err(std::fs::TryLockError::WouldBlock) = daemon_lock.try_lock() {

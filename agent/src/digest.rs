@@ -108,6 +108,11 @@ pub fn hash_open_file(file: &mut File, kinds: Kinds, buf: &mut [u8]) -> io::Resu
         };
         let chunk = &buf[..n];
         total += n as u64;
+        if total > before.len() {
+            // Growing while read: it is not the file `before` described, and reading on could
+            // last as long as a writer keeps appending, past every size limit and budget.
+            return Ok(None);
+        }
         if let Some(h) = sha256.as_mut() {
             h.update(chunk);
         }

@@ -1293,3 +1293,28 @@ fn stolen_timestamp_key_that_poisons_the_clock_floor_is_recovered_by_rotation() 
     assert_eq!(got, installed(Some(5), 6, 4));
     assert!(agent.load().clock_floor() < future);
 }
+
+/// Regression: a root envelope padded with an extra signature (by a key no root names) still
+/// verifies, and used to be stored as it came; every honest file afterwards carries the plain
+/// envelope of that root version and was refused as a different root, freezing the agent. The
+/// installed root is now compared by the document it signs, not by its envelope's bytes.
+#[test]
+fn a_padded_root_envelope_does_not_freeze_the_agent() {
+    let fx = Fx::new();
+    let agent = Agent::empty();
+    let mut padded = fx.legit();
+    let root = padded.roots[0].1.clone();
+    let mut env = Envelope::decode(&root, PayloadKind::Root, 1 << 20).expect("the fixture's root");
+    env.add_signature(&fx.stranger);
+    let padded_root = env.encode();
+    assert_ne!(padded_root, root);
+    padded.roots[0].1 = padded_root;
+    let got = agent
+        .import(&fx, &padded.seal(), T0)
+        .expect("a root with an extra signature still verifies");
+    assert_eq!(got, installed(None, 5, 3));
+    let got = agent
+        .import(&fx, &fx.next(|_| ()), NOW)
+        .expect("the honest next release installs");
+    assert_eq!(got, installed(Some(5), 6, 4));
+}

@@ -84,11 +84,31 @@ pub fn default_root_key_path(data: &Path) -> PathBuf {
     abs.with_file_name(format!("{name}.root-OFFLINE.key"))
 }
 
+/// Whether `path` would be inside `dir`. `path` may not exist yet: its components are resolved
+/// one at a time, links through the filesystem for the part that exists and `..` by hand for
+/// the rest, and either reading saying "inside" counts.
 fn inside(dir: &Path, path: &Path) -> bool {
-    match (fs::canonicalize(dir), path.parent().map(fs::canonicalize)) {
-        (Ok(d), Some(Ok(p))) => p.starts_with(d),
-        _ => false,
+    use std::path::Component;
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return false;
+    };
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut resolved = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::Normal(part) => {
+                resolved.push(part);
+                if let Ok(real) = fs::canonicalize(&resolved) {
+                    resolved = real;
+                }
+            }
+            _ => {}
+        }
     }
+    resolved.starts_with(&dir)
 }
 
 impl DataDir {
@@ -280,19 +300,34 @@ impl DataDir {
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             for e in entries.flatten() {
                 let p = e.path();
-                if fs::read_to_string(&p).is_ok_and(|t| SigningKey::text_is_root_key(&t)) {
+                if is_root_key_file(&p) {
                     found.push(p);
                 }
             }
         }
         if let Some(p) = &self.config.offline_root_key {
             let p = PathBuf::from(p);
-            if fs::read_to_string(&p).is_ok_and(|t| SigningKey::text_is_root_key(&t)) && !found.contains(&p) {
+            if is_root_key_file(&p) && !found.contains(&p) {
                 found.push(p);
             }
         }
         found
     }
+}
+
+/// Whether `path` is a readable root private key file. Only small regular files are read (a key
+/// file is a few hundred bytes): never the database, a FIFO, or through a link.
+fn is_root_key_file(path: &Path) -> bool {
+    use std::io::Read;
+    let small_file = fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() <= 4096);
+    if !small_file {
+        return false;
+    }
+    let mut text = String::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .is_ok()
+        && SigningKey::text_is_root_key(&text)
 }
 
 fn write_key(dir: &Path, key: &SigningKey) -> Result<PathBuf, CollectorError> {
@@ -342,7 +377,18 @@ mod tests {
     fn root_key_inside_the_data_dir_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let err = DataDir::init(&data, "Org", Some(&data.join("root.key")), 1).unwrap_err();
-        assert!(err.to_string().contains("must not be written inside"), "{err}");
+        for inside in [
+            data.join("root.key"),
+            data.join("sub/deeper/root.key"),
+            data.join("x/../root.key"),
+        ] {
+            let err = DataDir::init(&data, "Org", Some(&inside), 1).unwrap_err();
+            assert!(
+                err.to_string().contains("must not be written inside"),
+                "{}: {err}",
+                inside.display()
+            );
+        }
+        assert!(!data.join("sub").exists());
     }
 }

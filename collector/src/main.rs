@@ -737,6 +737,9 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
             if confidence > 100 {
                 bail!("--confidence {confidence}: 0 to 100");
             }
+            if kind == "taxii" {
+                picket_collector::taxii::check_url(&location)?;
+            }
             if kind == "taxii" && collection.is_none() {
                 bail!("--kind taxii needs --collection ID (`GET <api root>/collections/` lists them)");
             }

@@ -38,6 +38,7 @@ impl Record {
     pub fn from_indicator(ind: &Indicator) -> Result<Record> {
         check_id(&ind.id)?;
         ind.observable.validate()?;
+        check_source(&ind.meta)?;
         let body =
             postcard::to_allocvec(&(&ind.meta, &ind.observable)).map_err(|e| malformed(Part::Record, e))?;
         Ok(Record {
@@ -73,11 +74,24 @@ pub(crate) fn decode_indicator(kind: u16, id: &str, body: &[u8]) -> Result<Optio
         ));
     }
     observable.validate()?;
+    check_source(&meta)?;
     Ok(Some(Indicator {
         id: id.to_owned(),
         observable,
         meta,
     }))
+}
+
+/// The source name is as long as any other text an indicator carries, at most: agents read a
+/// record back in one bounded window.
+fn check_source(meta: &Meta) -> Result<()> {
+    if meta.source.len() > crate::indicator::MAX_TEXT {
+        return Err(invalid(
+            Part::Record,
+            format!("a source name of {} bytes", meta.source.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn check_id(id: &str) -> Result<()> {

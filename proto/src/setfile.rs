@@ -59,6 +59,49 @@ struct Wire<'a> {
     content: ContentWire<'a>,
 }
 
+/// The longest channel name (as `Root::validate` allows).
+const MAX_CHANNEL: u64 = 64;
+
+/// Reads a LEB128 varint at `*pos`, or `None` if the bytes end or it runs past 10 bytes.
+fn varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f).checked_shl(7 * i)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Checks the channel length and the root count in the header before postcard decodes them:
+/// serde grows a vector by its elements whatever the cap on its first allocation, and a root
+/// entry takes two bytes on the wire but far more in memory.
+fn precheck(bytes: &[u8], limits: &Limits) -> Result<()> {
+    let mut pos = 5; // magic and format: checked by the full decode
+    let truncated = || malformed(Part::SetFile, "truncated header");
+    let channel = varint(bytes, &mut pos).ok_or_else(truncated)?;
+    if channel > MAX_CHANNEL {
+        return Err(Error::TooLarge {
+            what: Part::SetFile,
+            len: channel,
+            cap: MAX_CHANNEL,
+        });
+    }
+    pos = pos.saturating_add(channel as usize);
+    let roots = varint(bytes, &mut pos).ok_or_else(truncated)?;
+    if roots > limits.max_roots as u64 {
+        return Err(Error::TooLarge {
+            what: Part::Root,
+            len: roots,
+            cap: limits.max_roots as u64,
+        });
+    }
+    Ok(())
+}
+
 impl<'a> SetFile<'a> {
     /// Encodes the file.
     pub fn encode(&self) -> Vec<u8> {
@@ -79,8 +122,11 @@ impl<'a> SetFile<'a> {
     }
 
     /// Decodes the framing, checking the whole size and each part's size against `limits`.
+    /// The channel's length and the number of roots are read and checked before anything is
+    /// decoded, so a small file cannot claim millions of entries.
     pub fn decode(bytes: &'a [u8], limits: &Limits) -> Result<SetFile<'a>> {
         check_cap(Part::SetFile, bytes.len(), limits.max_set_file())?;
+        precheck(bytes, limits)?;
         let (wire, rest): (Wire<'a>, &[u8]) =
             postcard::take_from_bytes(bytes).map_err(|e| malformed(Part::SetFile, e))?;
         if !rest.is_empty() {
@@ -125,5 +171,46 @@ impl<'a> SetFile<'a> {
             manifest: wire.manifest,
             content,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a file of a few bytes claiming a huge number of roots was decoded element by
+    /// element before the count was checked, allocating gigabytes.
+    #[test]
+    fn a_huge_root_count_is_refused_before_decoding() {
+        let mut bytes = b"PKSF\x01".to_vec();
+        bytes.push(1);
+        bytes.push(b'c');
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]); // 268 million roots
+        bytes.extend(std::iter::repeat_n(0u8, 64));
+        let err = SetFile::decode(&bytes, &Limits::default()).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { what: Part::Root, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_long_channel_claim_is_refused() {
+        let file = SetFile {
+            channel: &"x".repeat(65),
+            roots: Vec::new(),
+            timestamp: b"",
+            manifest: b"",
+            content: Content::Full(b""),
+        };
+        let err = SetFile::decode(&file.encode(), &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLarge {
+                    what: Part::SetFile,
+                    len: 65,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

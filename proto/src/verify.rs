@@ -236,6 +236,19 @@ pub fn verify_root_chain(anchor: &TrustAnchor, roots: &[(u64, &[u8])]) -> Result
     Ok(root)
 }
 
+/// Whether two root envelopes carry the same signed document. Anything that does not decode
+/// is not the same.
+fn same_signed_payload(a: &[u8], b: &[u8]) -> bool {
+    let cap = Root::CAP + 16 * 1024;
+    match (
+        Envelope::decode(a, PayloadKind::Root, cap),
+        Envelope::decode(b, PayloadKind::Root, cap),
+    ) {
+        (Ok(x), Ok(y)) => x.payload == y.payload,
+        _ => false,
+    }
+}
+
 /// Whether the installed document's role keys differ from the new root's: then its version no
 /// longer binds (TUF 5.3.11, fast-forward attack recovery).
 fn rotated(prev: &Root, next: &Root, role: Role, channel: &str) -> bool {
@@ -439,7 +452,9 @@ impl Trusted {
                 continue;
             }
             if claimed == root.version {
-                if *bytes != root_bytes.as_slice() {
+                // The signed document must be the same; the envelope around it may differ
+                // (signatures can be added, or padded by whoever carried an earlier file).
+                if !same_signed_payload(bytes, &root_bytes) {
                     return Err(invalid(
                         Part::Root,
                         format!(

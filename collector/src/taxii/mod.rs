@@ -42,6 +42,12 @@ pub use resources::{
 };
 pub use timestamp::Timestamp;
 
+/// Checks a TAXII URL the operator gives (`source add`): http or https, a host, and no
+/// credentials inside it.
+pub fn check_url(url: &str) -> Result<(), TaxiiError> {
+    client::parse_url(url).map(|_| ())
+}
+
 /// A TAXII collection to pull from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaxiiSource {
