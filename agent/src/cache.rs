@@ -106,8 +106,9 @@ pub struct Identity {
 
 impl Identity {
     /// The identity of the file `meta` describes. For [`HashCache::put`] it must describe the
-    /// bytes hashed: `hash_file` compares only device and inode of the `lstat` it is given, so
-    /// stat the file again after hashing and put only if the identity is unchanged.
+    /// bytes hashed: [`crate::digest::hash_file`] checks that the file it opens matches the
+    /// `lstat` it is given in every field of the identity, before and after the read, so the
+    /// identity of that `lstat` is the right key.
     pub fn of(meta: &std::fs::Metadata) -> Identity {
         Identity {
             dev: meta.dev(),

@@ -40,7 +40,7 @@ use crate::AgentError;
 /// The sightings file's name in the state directory.
 pub const SIGHTINGS_FILE: &str = "sightings.pkt";
 /// The hash cache's name in the state directory.
-pub const CACHE_FILE: &str = "hashcache.pkt";
+pub const CACHE_FILE: &str = crate::cache::CACHE_FILE;
 const SIGHTINGS_CAP: usize = 256 << 20;
 /// How often the state directory is looked at for a new set.
 const SET_CHECK: Duration = Duration::from_secs(2);

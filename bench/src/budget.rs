@@ -5,7 +5,7 @@
 //! when nothing holds it back, measured over its whole first scan.
 //!
 //! Every file must be hashed: the set holds SHA-256 indicators without sizes, the state
-//! directory is fresh (no `hashcache.pkt`), and the tree is large enough that the budgeted scan
+//! directory is fresh (no `hash-cache.bin`), and the tree is large enough that the budgeted scan
 //! is still running when the window closes (checked: no `scan done` line before then). File
 //! events are off, so the scan is all the daemon does.
 
@@ -27,7 +27,7 @@ fn start(tree: &Tree, budget: f64, tmp: &std::path::Path) -> Result<(Daemon, Ins
     let state = tmp.join("state");
     import_set(&state, signer.anchor(), &set, indicators.len())?;
     ensure!(
-        !state.join("hashcache.pkt").exists(),
+        !state.join(picket_agent::cache::CACHE_FILE).exists(),
         "a hash cache in a fresh state directory"
     );
     let config = write_config(tmp, &state, &[&tree.root], &format!("cpu_budget = {budget}"))?;

@@ -65,9 +65,12 @@ impl Limits {
             .saturating_add(2 * Manifest::CAP)
     }
 
+    /// The cap on stored state: the largest snapshot, and each envelope at the size
+    /// verification accepts (its document's cap plus room for signatures), plus framing.
     fn max_state(&self) -> usize {
+        const SLACK: usize = 16 * 1024;
         self.max_snapshot
-            .saturating_add(Root::CAP + Manifest::CAP + Timestamp::CAP + 64)
+            .saturating_add(Root::CAP + Manifest::CAP + Timestamp::CAP + 3 * SLACK + 256)
     }
 }
 
