@@ -105,10 +105,24 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity of the file `meta` describes. For [`HashCache::put`] it must describe the
-    /// bytes hashed: [`crate::digest::hash_file`] checks that the file it opens matches the
-    /// `lstat` it is given in every field of the identity, before and after the read, so the
-    /// identity of that `lstat` is the right key.
+    /// The identity a raw `stat` (from `statat`) describes. For [`HashCache::put`] it must
+    /// describe the bytes hashed: [`crate::digest::hash_at`] and [`crate::digest::hash_file`]
+    /// check that the file they open matches it in every field, before and after the read.
+    // The `stat` field types differ between platforms; on some these casts are no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn of_stat(st: &rustix::fs::Stat) -> Identity {
+        Identity {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: nsec(st.st_mtime_nsec as i64),
+            ctime: st.st_ctime as i64,
+            ctime_nsec: nsec(st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// The identity of the file `meta` describes (see [`Identity::of_stat`] for a raw `stat`).
     pub fn of(meta: &std::fs::Metadata) -> Identity {
         Identity {
             dev: meta.dev(),

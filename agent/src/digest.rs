@@ -86,6 +86,30 @@ pub fn hash_file(
     hash_open_file(&mut file, kinds, buf)
 }
 
+/// Hashes the regular file `name` in the directory `dir`, opened relative to it without
+/// following a link, if it is still the file `seen` describes (every identity field), for
+/// `kinds` in one read. `None` as for [`hash_file`].
+pub fn hash_at(
+    dir: &std::os::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    seen: &crate::cache::Identity,
+    kinds: Kinds,
+    buf: &mut [u8],
+) -> io::Result<Option<Digests>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut file = File::from(fd);
+    if crate::cache::Identity::of(&file.metadata()?) != *seen {
+        return Ok(None);
+    }
+    hash_open_file(&mut file, kinds, buf)
+}
+
 /// Hashes an open regular file for `kinds` in one read. Returns `None` if it is not a regular
 /// file, or if it changed while it was read (size, modification or change time differ after).
 pub fn hash_open_file(file: &mut File, kinds: Kinds, buf: &mut [u8]) -> io::Result<Option<Digests>> {

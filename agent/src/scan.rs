@@ -9,15 +9,21 @@
 //! is not read again: a rescan of an unchanged tree hashes nothing, and a new set version is
 //! matched against the cache.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::cache::{HashCache, Identity};
-use crate::digest::{hash_file, Digests, Kinds};
+use crate::digest::{hash_at, hash_file, Digests, Kinds};
 use crate::index::{FileMeta, Hit, Index};
 
 /// How to scan.
@@ -68,6 +74,37 @@ pub trait Report {
     fn tick(&mut self, _stats: &Stats) {}
 }
 
+/// A directory waiting to be listed.
+enum Pending {
+    /// Already open (a root).
+    Open(Rc<OwnedFd>, PathBuf),
+    /// To open by `name` in `parent`, and only if it is still the directory `id` described.
+    Child {
+        parent: Rc<OwnedFd>,
+        name: OsString,
+        path: PathBuf,
+        id: Identity,
+    },
+}
+
+/// Opens directory `name` in `parent` without following a link, and returns it only if it is
+/// the directory the listing saw (same device and inode).
+// The `stat` field types differ between platforms; on some these casts are no-ops.
+#[allow(clippy::unnecessary_cast)]
+fn open_dir_at(parent: &OwnedFd, name: &OsStr, id: &Identity) -> io::Result<Option<OwnedFd>> {
+    let fd = rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rfs::fstat(&fd)?;
+    if st.st_dev as u64 != id.dev || st.st_ino as u64 != id.ino {
+        return Ok(None);
+    }
+    Ok(Some(fd))
+}
+
 /// A scanner: the index, the options, an optional cache and a read buffer.
 #[derive(Debug)]
 pub struct Scanner<'a> {
@@ -98,7 +135,11 @@ impl<'a> Scanner<'a> {
         self.opts.exclude.iter().any(|p| path.starts_with(p))
     }
 
-    /// Walks `roots`. A root named here is followed if it is a link, as `find -H` does.
+    /// Walks `roots`. A root named here is followed if it is a link, as `find -H` does; below
+    /// it, the walk goes through directory descriptors (`openat` with `O_NOFOLLOW`, each
+    /// directory's identity checked against the entry that named it), so swapping a directory
+    /// for a link while the walk runs cannot lead it outside the root, and a file is opened
+    /// relative to the directory it was listed in.
     pub fn scan(&mut self, roots: &[PathBuf], report: &mut dyn Report) {
         for root in roots {
             let meta = match fs::metadata(root) {
@@ -113,51 +154,97 @@ impl<'a> Scanner<'a> {
                 self.file(root, &meta, report);
                 continue;
             }
+            let fd = match rfs::open(
+                root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.stats.errors += 1;
+                    report.error(root, &e.into());
+                    continue;
+                }
+            };
             let dev = meta.dev();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(e) => e,
+            // Pending directories: the parent's descriptor (shared, so that siblings waiting
+            // their turn hold one descriptor between them) and the name to open in it.
+            let mut stack: Vec<Pending> = vec![Pending::Open(Rc::new(fd), root.clone())];
+            while let Some(next) = stack.pop() {
+                let (dir, path) = match next {
+                    Pending::Open(fd, path) => (fd, path),
+                    Pending::Child {
+                        parent,
+                        name,
+                        path,
+                        id,
+                    } => {
+                        match open_dir_at(&parent, &name, &id) {
+                            Ok(Some(fd)) => (Rc::new(fd), path),
+                            Ok(None) => {
+                                // Replaced between the listing and now: not followed.
+                                self.stats.skipped += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                self.stats.errors += 1;
+                                report.error(&path, &e);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let mut entries = match rfs::Dir::read_from(&*dir) {
+                    Ok(d) => d,
                     Err(e) => {
                         self.stats.errors += 1;
-                        report.error(&dir, &e);
+                        report.error(&path, &e.into());
                         continue;
                     }
                 };
-                for entry in entries {
+                while let Some(entry) = entries.read() {
                     let entry = match entry {
                         Ok(e) => e,
                         Err(e) => {
                             self.stats.errors += 1;
-                            report.error(&dir, &e);
-                            continue;
+                            report.error(&path, &e.into());
+                            break;
                         }
                     };
-                    let path = entry.path();
-                    if self.excluded(&path) {
+                    let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    let child = path.join(&name);
+                    if self.excluded(&child) {
                         self.stats.skipped += 1;
                         continue;
                     }
-                    let meta = match fs::symlink_metadata(&path) {
-                        Ok(m) => m,
+                    let st = match rfs::statat(&*dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => st,
                         Err(e) => {
                             self.stats.errors += 1;
-                            report.error(&path, &e);
+                            report.error(&child, &e.into());
                             continue;
                         }
                     };
-                    let ft = meta.file_type();
-                    if ft.is_dir() {
-                        if self.opts.one_filesystem && meta.dev() != dev {
-                            self.stats.skipped += 1;
-                        } else {
-                            stack.push(path);
+                    let id = Identity::of_stat(&st);
+                    match rfs::FileType::from_raw_mode(st.st_mode) {
+                        rfs::FileType::Directory => {
+                            if self.opts.one_filesystem && id.dev != dev {
+                                self.stats.skipped += 1;
+                            } else {
+                                stack.push(Pending::Child {
+                                    parent: dir.clone(),
+                                    name,
+                                    path: child,
+                                    id,
+                                });
+                            }
                         }
-                    } else if ft.is_file() {
-                        self.file(&path, &meta, report);
-                    } else {
+                        rfs::FileType::RegularFile => self.file_at(&dir, &name, &child, &id, report),
                         // Symbolic links are never followed; devices, FIFOs and sockets skipped.
-                        self.stats.skipped += 1;
+                        _ => self.stats.skipped += 1,
                     }
                 }
             }
@@ -181,8 +268,24 @@ impl<'a> Scanner<'a> {
     }
 
     fn file(&mut self, path: &Path, meta: &fs::Metadata, report: &mut dyn Report) {
+        let id = Identity::of(meta);
+        self.check(path, &id, report, |kinds, buf| hash_file(path, meta, kinds, buf));
+    }
+
+    /// A file listed in the directory `dir` under `name`, opened relative to it.
+    fn file_at(&mut self, dir: &OwnedFd, name: &OsStr, path: &Path, id: &Identity, report: &mut dyn Report) {
+        self.check(path, id, report, |kinds, buf| hash_at(dir, name, id, kinds, buf));
+    }
+
+    fn check(
+        &mut self,
+        path: &Path,
+        id: &Identity,
+        report: &mut dyn Report,
+        hash: impl FnOnce(Kinds, &mut [u8]) -> io::Result<Option<Digests>>,
+    ) {
         self.stats.files += 1;
-        let size = meta.len();
+        let size = id.size;
         let name = path.file_name().unwrap_or(path.as_os_str());
         let probe = self.index.probe(&FileMeta { path, name, size });
         let mut kinds = probe.needed();
@@ -195,11 +298,10 @@ impl<'a> Scanner<'a> {
             // Keep what the cache knows of this file through the next sweep: a later set may
             // need its digests.
             if let Some(c) = self.cache {
-                lock(c).mark_seen(&Identity::of(meta));
+                lock(c).mark_seen(id);
             }
         } else {
-            let id = Identity::of(meta);
-            let cached = self.cache.and_then(|c| lock(c).lookup(&id, kinds));
+            let cached = self.cache.and_then(|c| lock(c).lookup(id, kinds));
             match cached {
                 Some(d) => {
                     self.stats.cached += 1;
@@ -207,12 +309,12 @@ impl<'a> Scanner<'a> {
                 }
                 None => {
                     let started = SystemTime::now();
-                    match hash_file(path, meta, kinds, &mut self.buf) {
+                    match hash(kinds, &mut self.buf) {
                         Ok(Some(d)) => {
                             self.stats.hashed += 1;
                             self.stats.bytes += size;
                             if let Some(c) = self.cache {
-                                lock(c).put(id, &d, started);
+                                lock(c).put(*id, &d, started);
                             }
                             digests = d;
                         }
@@ -244,4 +346,33 @@ impl<'a> Scanner<'a> {
 fn lock(m: &Mutex<HashCache>) -> MutexGuard<'_, HashCache> {
     // A panic while the cache was locked is a bug already reported; the cache is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory swapped for a link, or for another directory, between the listing and its
+    /// turn in the walk is not entered.
+    #[test]
+    fn a_swapped_directory_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = rfs::open(tmp.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let st = rfs::statat(&root, "d", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        let id = Identity::of_stat(&st);
+        assert!(open_dir_at(&root, OsStr::new("d"), &id).unwrap().is_some());
+        // Swapped for a link to somewhere else: the open refuses to follow it.
+        std::fs::remove_dir(tmp.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.path().join("d")).unwrap();
+        assert!(open_dir_at(&root, OsStr::new("d"), &id).is_err());
+        // Swapped for another directory: not the one listed.
+        std::fs::remove_file(tmp.path().join("d")).unwrap();
+        std::fs::create_dir(tmp.path().join("other")).unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let fresh = open_dir_at(&root, OsStr::new("d"), &id).unwrap();
+        // A new directory may reuse the inode number; only a different one must be refused.
+        let now = Identity::of_stat(&rfs::statat(&root, "d", AtFlags::SYMLINK_NOFOLLOW).unwrap());
+        assert_eq!(fresh.is_some(), now.ino == id.ino);
+    }
 }
