@@ -299,3 +299,35 @@ pub fn python() -> PathBuf {
     );
     path
 }
+
+/// The lines a child writes to `r`, as they come, on a channel (a thread reads them).
+pub fn lines(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits, at most `limit`, for a line containing `needle`; panics with the lines seen if none
+/// comes.
+pub fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!(
+        "no line with {needle:?} within {limit:?}; saw:\n{}",
+        seen.join("\n")
+    );
+}

@@ -5,31 +5,18 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, indicator, ok, s, Child, SetSigner, EICAR, EICAR_SHA256};
+use picket_e2e::{bin, indicator, lines, ok, s, wait_line, Child, SetSigner, EICAR, EICAR_SHA256};
 use picket_proto::{Hash, NamePattern, Observable};
 
 struct Daemon {
     _child: Child,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Daemon {
@@ -51,19 +38,7 @@ impl Daemon {
 
     /// Waits (bounded) for a line on `which` containing `needle`.
     fn wait(which: &Receiver<String>, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match which.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {needle:?} within {limit:?}; saw:\n{}",
-            seen.join("\n")
-        );
+        wait_line(which, needle, limit)
     }
 }
 

@@ -3,12 +3,10 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use picket_e2e::{bin, ok, run, s, Child, Collector, EICAR_MD5, EICAR_SHA256};
+use picket_e2e::{bin, lines, ok, run, s, wait_line, Child, Collector, EICAR_MD5, EICAR_SHA256};
 
 #[test]
 fn serve_refuses_to_start_while_a_root_key_is_readable() {
@@ -66,28 +64,9 @@ fn sources_are_pulled_on_schedule_published_in_batches_and_kept_fresh() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let rx = lines(child.stdout.take().unwrap());
     let _guard = Child(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(l) => seen.push(l),
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?}; saw:\n{}", seen.join("\n"));
-    };
+    let wait = |needle: &str| wait_line(&rx, needle, Duration::from_secs(20));
     wait("source feed: 1 indicators (1 new");
     wait("published set version 1 with 1 indicators");
     // Nothing changes: freshness is re-signed anyway, without a new set version.
