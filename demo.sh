@@ -61,7 +61,7 @@ cpu_budget = 0.25
 TOML
 "$bin/picket-agent" run --config agent.toml > sightings.jsonl 2> daemon.log &
 daemon=$!
-trap 'kill $daemon 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $daemon 2>/dev/null || true; rm -rf "$work"' EXIT
 wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" && return 0; sleep 0.1; done; return 1; }
 wait_for "scan done" daemon.log || { cat daemon.log >&2; echo "demo failed: the daemon did not scan" >&2; exit 1; }
 mkdir -p home/bob/tmp

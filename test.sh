@@ -28,5 +28,8 @@ fi
 cargo build --release --bins
 cargo run --release -p picket-bench -- --quick all
 
+# The README's other command: the demo must run end to end and detect what it plants.
+./demo.sh > /dev/null
+
 # A few seconds per fuzz target: proves each builds and survives its seed corpus.
 bash fuzz/smoke.sh "${PICKET_FUZZ_SECONDS:-5}"
