@@ -91,6 +91,10 @@ impl Exe {
     /// Hashes the executable for `kinds`, using `buf` as the read buffer. `None` if it is not a
     /// regular file or changed while it was read (see [`hash_open_file`]).
     pub fn hash(&mut self, kinds: Kinds, buf: &mut [u8]) -> io::Result<Option<Digests>> {
+        // Still the file `identity` describes: a cache keys the digests on it.
+        if FileIdentity::of(&self.file.metadata()?) != self.identity {
+            return Ok(None);
+        }
         self.file.seek(SeekFrom::Start(0))?;
         hash_open_file(&mut self.file, kinds, buf)
     }
