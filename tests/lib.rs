@@ -206,50 +206,55 @@ impl SetSigner {
 
     /// Signs the next set version holding `indicators` and writes it to `name`.
     pub fn write(&mut self, name: &str, indicators: &[picket_proto::Indicator]) -> PathBuf {
-        use picket_proto::{
-            sha256, Content, Manifest, PayloadKind, Record, SetFile, Snapshot, Timestamp, Tlp,
-        };
-        let _ = &self.root_key;
+        use picket_proto::{Record, Snapshot};
         self.version += 1;
-        let now = unix_now();
         let records = indicators
             .iter()
             .map(|i| Record::from_indicator(i).expect("a valid indicator"))
             .collect();
-        let snapshot = Snapshot::new("default", self.version, records)
-            .expect("unique ids")
-            .encode();
+        let snapshot = Snapshot::new("default", self.version, records).expect("unique ids");
+        let path = self.dir.join(name);
+        self.write_snapshot(&path, &snapshot);
+        path
+    }
+
+    /// Signs `snapshot` as it is (its version becomes the manifest's and the timestamp's) and
+    /// writes the set file to `path`. Returns the snapshot's encoded length.
+    pub fn write_snapshot(&self, path: &Path, snapshot: &picket_proto::Snapshot) -> usize {
+        use picket_proto::{sha256, Content, Manifest, PayloadKind, SetFile, Timestamp, Tlp};
+        let _ = &self.root_key;
+        let now = unix_now();
+        let bytes = snapshot.encode();
         let manifest = Manifest {
-            channel: "default".into(),
-            version: self.version,
+            channel: snapshot.channel.clone(),
+            version: snapshot.version,
             created: now - 1,
             expires: now + 86_400,
-            sha256: sha256(&snapshot),
-            length: snapshot.len() as u64,
+            sha256: sha256(&bytes),
+            length: bytes.len() as u64,
             max_tlp: Tlp::Green,
             deltas: Vec::new(),
         };
         let manifest = picket_proto::sign_document(&manifest, PayloadKind::Manifest, &[&self.publisher]);
         let ts = Timestamp {
-            channel: "default".into(),
-            version: self.version,
+            channel: snapshot.channel.clone(),
+            version: snapshot.version,
             created: now - 1,
             expires: now + 86_400,
-            manifest_version: self.version,
+            manifest_version: snapshot.version,
             manifest_sha256: sha256(&manifest),
             manifest_length: manifest.len() as u64,
         };
         let ts = picket_proto::sign_document(&ts, PayloadKind::Timestamp, &[&self.stamper]);
         let file = SetFile {
-            channel: "default",
+            channel: &snapshot.channel,
             roots: vec![(1, &self.root_bytes)],
             timestamp: &ts,
             manifest: &manifest,
-            content: Content::Full(&snapshot),
+            content: Content::Full(&bytes),
         };
-        let path = self.dir.join(name);
-        std::fs::write(&path, file.encode()).expect("writing a set file");
-        path
+        std::fs::write(path, file.encode()).expect("writing a set file");
+        bytes.len()
     }
 }
 

@@ -16,16 +16,16 @@ use anyhow::{ensure, Result};
 use crate::daemon::{clock_ticks, field, import_set, write_config, Daemon};
 use crate::data::{sha256_indicators_with_eicar, snapshot_of, Sizes, Tree};
 use crate::report;
-use crate::signer::Signer;
+use picket_e2e::SetSigner;
 
 /// A daemon scanning `tree` with `budget`, started in a fresh state directory.
 fn start(tree: &Tree, budget: f64, tmp: &std::path::Path) -> Result<(Daemon, Instant)> {
-    let signer = Signer::new(tmp)?;
+    let signer = SetSigner::new(tmp);
     let set = tmp.join("set.pkt");
     let indicators = sha256_indicators_with_eicar(10_000, 3)?;
-    signer.write(&set, &snapshot_of(&indicators)?)?;
+    signer.write_snapshot(&set, &snapshot_of(&indicators)?);
     let state = tmp.join("state");
-    import_set(&state, signer.anchor(), &set, indicators.len())?;
+    import_set(&state, &signer.anchor(), &set, indicators.len())?;
     ensure!(
         !state.join(picket_agent::cache::CACHE_FILE).exists(),
         "a hash cache in a fresh state directory"

@@ -16,7 +16,6 @@ mod hash;
 mod ingest;
 mod rescan;
 mod rss;
-mod signer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

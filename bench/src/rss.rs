@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use crate::daemon::{field, import_set, write_config, Daemon};
 use crate::data::snapshot;
 use crate::report;
-use crate::signer::Signer;
+use picket_e2e::SetSigner;
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -28,11 +28,11 @@ struct Measured {
 
 fn measure(n: usize) -> Result<Measured> {
     let tmp = tempfile::tempdir()?;
-    let signer = Signer::new(tmp.path())?;
+    let signer = SetSigner::new(tmp.path());
     let set = tmp.path().join("set.pkt");
-    signer.write(&set, &snapshot(n, 7))?;
+    signer.write_snapshot(&set, &snapshot(n, 7));
     let state = tmp.path().join("state");
-    import_set(&state, signer.anchor(), &set, n)?;
+    import_set(&state, &signer.anchor(), &set, n)?;
     std::fs::remove_file(&set)?;
     let state_file = std::fs::metadata(state.join("set.pkt"))
         .context("the imported state file")?
