@@ -29,7 +29,7 @@ use crate::cache::HashCache;
 use crate::config::Config;
 use crate::digest::Digests;
 use crate::host::{self, net, Poller, ProcessInfo};
-use crate::index::{Hit, What};
+use crate::index::Hit;
 use crate::loaded::LoadedSet;
 use crate::scan::{self, Report, Scanner, Stats};
 use crate::sightings::{Observed, Seen, Sightings};
@@ -68,10 +68,7 @@ impl Recorder {
                 return;
             }
         };
-        let what = match hit.what {
-            What::FileHash(k) | What::ProcessHash(k) => k.name(),
-            other => other.kind_name(),
-        };
+        let what = hit.what.reported_kind();
         let seen = self.table.observe(&ind.id, what, observed.clone(), unix_now());
         if seen == Seen::New {
             // Stored before it is announced: whoever reads the line can rely on the record.

@@ -73,13 +73,7 @@ pub fn hash_file(
     let before = file.metadata()?;
     // The file opened must be the one `seen` describes, unchanged: callers key caches on
     // `seen`, so digests of other bytes must never be returned under it.
-    let same = before.ino() == seen.ino()
-        && before.dev() == seen.dev()
-        && before.len() == seen.len()
-        && before.mtime() == seen.mtime()
-        && before.mtime_nsec() == seen.mtime_nsec()
-        && before.ctime() == seen.ctime()
-        && before.ctime_nsec() == seen.ctime_nsec();
+    let same = crate::cache::Identity::of(&before) == crate::cache::Identity::of(seen);
     if !same {
         return Ok(None);
     }

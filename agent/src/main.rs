@@ -324,15 +324,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The kind a finding reports: the digest name for hash matches (`sha256`), else the
-/// observable kind (`file-name`, `command-line`, ...).
-fn matched_kind(what: What) -> &'static str {
-    match what {
-        What::FileHash(k) | What::ProcessHash(k) => k.name(),
-        other => other.kind_name(),
-    }
-}
-
 struct Progress {
     started: Instant,
     last: Instant,
@@ -359,7 +350,7 @@ impl<W: Write> Printer<'_, W> {
         let line = if self.json {
             let mut v = serde_json::json!({
                 "indicator": ind.id,
-                "kind": matched_kind(hit.what),
+                "kind": hit.what.reported_kind(),
                 "observed": kind,
                 "severity": ind.meta.severity.to_string(),
                 "tlp": ind.meta.tlp.to_string(),
@@ -371,7 +362,7 @@ impl<W: Write> Printer<'_, W> {
         } else {
             format!(
                 "FOUND {kind} {value} {} {} {} [{} {}]",
-                matched_kind(hit.what),
+                hit.what.reported_kind(),
                 digest.unwrap_or_default(),
                 ind.id,
                 ind.meta.severity,

@@ -155,6 +155,15 @@ pub enum What {
 }
 
 impl What {
+    /// The kind a finding reports: the digest's name for hash matches (`sha256`), else the
+    /// observable kind (`file-name`, `command-line`, ...). `scan` and the daemon both say this.
+    pub fn reported_kind(self) -> &'static str {
+        match self {
+            What::FileHash(k) | What::ProcessHash(k) => k.name(),
+            other => other.kind_name(),
+        }
+    }
+
     /// The observable kind's name, as [`Observable::kind_name`] spells it.
     pub fn kind_name(self) -> &'static str {
         match self {
