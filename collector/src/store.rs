@@ -121,6 +121,70 @@ CREATE TABLE sources (
     r#"
 ALTER TABLE sources ADD COLUMN lifetime INTEGER;
 "#,
+    // The live channel: enrolment tokens, enrolled agents, the sightings they report and the
+    // batches those came in (the dedupe key), and alarms about agents. Unix seconds throughout;
+    // u64 values (epochs) are stored as their i64 bit pattern.
+    r#"
+CREATE TABLE tokens (
+    org         INTEGER NOT NULL,
+    id          TEXT PRIMARY KEY,          -- public id (hex)
+    secret_hash BLOB NOT NULL,             -- SHA-256 of the secret; the secret is never stored
+    created     INTEGER NOT NULL,
+    expires     INTEGER NOT NULL,
+    uses_left   INTEGER NOT NULL,
+    used        INTEGER NOT NULL DEFAULT 0,
+    revoked     INTEGER                    -- when revoked
+);
+CREATE TABLE agents (
+    org            INTEGER NOT NULL,
+    id             TEXT PRIMARY KEY,       -- chosen by the collector at enrolment
+    public_key     BLOB NOT NULL UNIQUE,   -- the Ed25519 key the agent generated
+    token          TEXT NOT NULL,          -- the token it enrolled with
+    channel        TEXT NOT NULL,
+    machine        BLOB NOT NULL,          -- machine hash at enrolment
+    enrolled       INTEGER NOT NULL,
+    cert_not_after INTEGER NOT NULL,       -- of the newest certificate issued
+    revoked        INTEGER,
+    last_seen      INTEGER,                -- last frame received
+    clone_seen     INTEGER,                -- when a session presented another machine hash
+    heartbeat      BLOB,                   -- the last heartbeat (postcard)
+    heartbeat_at   INTEGER
+);
+CREATE TABLE report_batches (
+    org      INTEGER NOT NULL,
+    agent    TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    digest   BLOB NOT NULL,                -- SHA-256 of the batch's items, to tell a replay from a fork
+    received INTEGER NOT NULL,
+    items    INTEGER NOT NULL,
+    PRIMARY KEY (agent, epoch, seq)
+);
+CREATE TABLE sightings (
+    org         INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    indicator   TEXT NOT NULL,
+    what        TEXT NOT NULL,
+    observed    TEXT NOT NULL,             -- file, process, connection
+    location    TEXT NOT NULL DEFAULT '',  -- redacted; '' when the agent sends none
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    set_version INTEGER NOT NULL,
+    received    INTEGER NOT NULL,
+    PRIMARY KEY (agent, indicator, observed, location)
+);
+CREATE INDEX sightings_by_indicator ON sightings (indicator);
+CREATE TABLE alarms (
+    org     INTEGER NOT NULL,
+    agent   TEXT NOT NULL,
+    kind    TEXT NOT NULL,                 -- quiet, sequence-gap, lagging, clone, spool-dropped
+    detail  TEXT NOT NULL,
+    raised  INTEGER NOT NULL,
+    cleared INTEGER,
+    PRIMARY KEY (agent, kind, raised)
+);
+"#,
 ];
 
 /// The store.
@@ -376,14 +440,19 @@ impl Store {
         })
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + '_ {
+    /// The connection, for the store's other modules (fleet queries).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + '_ {
         move |error| CollectorError::Db {
             path: self.path.clone(),
             error,
         }
     }
 
-    fn tx(&mut self) -> Result<Transaction<'_>, CollectorError> {
+    pub(crate) fn tx(&mut self) -> Result<Transaction<'_>, CollectorError> {
         let path = self.path.clone();
         self.conn
             .transaction()

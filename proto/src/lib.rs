@@ -33,8 +33,10 @@ mod keys;
 mod set;
 mod setfile;
 mod time;
+mod token;
 mod verify;
 mod view;
+pub mod wire;
 
 pub use anchor::TrustAnchor;
 pub use docs::{ChannelSpec, DeltaRef, Document, Manifest, RoleSpec, Root, Timestamp};
@@ -48,6 +50,7 @@ pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
 pub use time::{parse_duration, rfc3339};
+pub use token::{EnrollToken, TOKEN_ID_BYTES, TOKEN_PREFIX, TOKEN_SECRET_BYTES};
 pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
 pub use view::{parse_record, RecordRef, SnapshotView};
 
