@@ -20,6 +20,9 @@ pub enum Content<'a> {
     Full(&'a [u8]),
     /// Delta bytes, to apply to the installed snapshot.
     Delta(&'a [u8]),
+    /// No content: a freshness-only file for the set version already installed (a new
+    /// timestamp over the same manifest). Verification refuses it for any other version.
+    Installed,
 }
 
 /// A decoded set file; every field borrows the file's bytes.
@@ -41,6 +44,7 @@ pub struct SetFile<'a> {
 enum ContentWire<'a> {
     Full(#[serde(borrow)] &'a [u8]),
     Delta(#[serde(borrow)] &'a [u8]),
+    Installed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -115,6 +119,7 @@ impl<'a> SetFile<'a> {
             content: match self.content {
                 Content::Full(b) => ContentWire::Full(b),
                 Content::Delta(b) => ContentWire::Delta(b),
+                Content::Installed => ContentWire::Installed,
             },
         };
         // Invariant: only byte slices and integers, which always serialise.
@@ -163,6 +168,7 @@ impl<'a> SetFile<'a> {
                 check_cap(Part::Delta, b.len(), limits.max_delta)?;
                 Content::Delta(b)
             }
+            ContentWire::Installed => Content::Installed,
         };
         Ok(SetFile {
             channel: wire.channel,

@@ -634,6 +634,22 @@ impl Trusted {
                 check_length_and_hash(Part::Snapshot, &rebuilt, manifest.length, &manifest.sha256)?;
                 rebuilt
             }
+            Content::Installed => {
+                // Freshness only: valid solely over the very manifest already installed.
+                let p = prev.ok_or(Error::DeltaBase { held: 0 })?;
+                if outcome != Outcome::Refreshed {
+                    return Err(Error::DeltaBase {
+                        held: p.manifest.version,
+                    });
+                }
+                check_length_and_hash(
+                    Part::Snapshot,
+                    &p.snapshot_bytes,
+                    manifest.length,
+                    &manifest.sha256,
+                )?;
+                p.snapshot_bytes.clone()
+            }
         };
         let snapshot = SnapshotView::parse(&snapshot_bytes, limits.max_snapshot)?;
         if snapshot.version() != manifest.version {
