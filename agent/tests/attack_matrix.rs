@@ -278,6 +278,8 @@ fn sign_root(root: &Root, keys: &[&SigningKey]) -> Vec<u8> {
 enum Body {
     Full(Vec<u8>),
     Delta(Vec<u8>),
+    /// No content: a freshness-only file (what the live channel sends to renew a timestamp).
+    Installed,
 }
 
 /// One release, as plain documents, before it is signed and framed.
@@ -337,6 +339,7 @@ impl Draft<'_> {
             None => Content::Full(&snapshot),
             Some(Body::Full(b)) => Content::Full(b),
             Some(Body::Delta(b)) => Content::Delta(b),
+            Some(Body::Installed) => Content::Installed,
         };
         SetFile {
             channel: &self.channel,
@@ -1184,6 +1187,47 @@ fn a_newer_timestamp_over_the_same_manifest_only_refreshes() {
     assert_eq!(after.manifest_bytes(), before.manifest_bytes());
     assert_eq!(after.snapshot_bytes(), before.snapshot_bytes());
     assert_eq!(after.clock_floor(), T0 + HOUR);
+}
+
+#[test]
+fn a_freshness_only_file_without_content_refreshes_the_installed_version() {
+    let fx = Fx::new();
+    let agent = Agent::with_legit_set(&fx);
+    let before = agent.load();
+    let mut d = fx.legit();
+    d.timestamp.version = 6;
+    d.timestamp.created = T0 + HOUR;
+    d.timestamp.expires = T0 + HOUR + 12 * HOUR;
+    d.ship = Some(Body::Installed);
+    let got = agent
+        .import(&fx, &d.seal(), NOW)
+        .expect("a content-less refresh installs");
+    assert_eq!(got, Imported::Refreshed { version: 5 });
+    let after = agent.load();
+    assert_eq!(after.timestamp().version, 6);
+    assert_eq!(after.snapshot_bytes(), before.snapshot_bytes());
+}
+
+#[test]
+fn a_content_less_file_cannot_install_a_new_version() {
+    // The attacker holds a genuine manifest for version 6 but wants the agent to keep its
+    // version 5 content under it: without content the file may only refresh version 5.
+    let fx = Fx::new();
+    let agent = Agent::with_legit_set(&fx);
+    let before = agent.stored();
+    let file = fx.next(|d| d.ship = Some(Body::Installed));
+    assert_refused(
+        agent.import(&fx, &file, NOW),
+        Want::Is(Error::DeltaBase { held: 5 }),
+    );
+    assert_eq!(agent.stored(), before);
+    // And with nothing installed there is nothing to refresh.
+    let mut d = fx.legit();
+    d.ship = Some(Body::Installed);
+    assert_refused(
+        Agent::empty().import(&fx, &d.seal(), NOW),
+        Want::Is(Error::DeltaBase { held: 0 }),
+    );
 }
 
 #[test]
