@@ -148,6 +148,106 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             manifest.expect("a seed manifest decodes").payload.to_vec(),
         ));
     }
+    out.extend(wire_seeds(&c.full_v1));
+    out
+}
+
+/// One frame of each message kind the live channel carries.
+fn wire_seeds(set_file: &[u8]) -> Vec<(&'static str, String, Vec<u8>)> {
+    use picket_proto::wire::*;
+    let report = SightingReport {
+        indicator: "indicator--a".into(),
+        what: "sha256".into(),
+        observed: ObservedKind::File,
+        location: Some("~/Downloads/x.exe".into()),
+        first_seen: 1_700_000_000,
+        last_seen: 1_700_000_060,
+        count: 2,
+        set_version: 1,
+    };
+    let client = [
+        (
+            "hello",
+            ClientMsg::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                agent_version: "0.1.0".into(),
+                machine: [1; 32],
+            }),
+        ),
+        (
+            "fetch",
+            ClientMsg::Fetch(Fetch {
+                channel: "default".into(),
+                have: Some(1),
+                have_timestamp: Some(1),
+            }),
+        ),
+        (
+            "report",
+            ClientMsg::Report(Batch {
+                epoch: 7,
+                seq: 1,
+                items: vec![report],
+            }),
+        ),
+        (
+            "enroll",
+            ClientMsg::Enroll(Enroll {
+                token_id: "0011223344556677".into(),
+                secret: vec![2; 16],
+                public_key: [3; 32],
+                proof: vec![4; 64],
+                machine: [5; 32],
+                channel: "default".into(),
+            }),
+        ),
+        ("renew", ClientMsg::Renew),
+    ];
+    let server = [
+        (
+            "set",
+            ServerMsg::Set {
+                version: 1,
+                file: set_file.to_vec(),
+            },
+        ),
+        (
+            "ack",
+            ServerMsg::Ack {
+                epoch: 7,
+                seq: 1,
+                duplicate: false,
+            },
+        ),
+        (
+            "new-version",
+            ServerMsg::NewVersion {
+                channel: "default".into(),
+                version: 2,
+            },
+        ),
+        (
+            "error",
+            ServerMsg::Error(WireError {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after_ms: Some(500),
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, m) in client {
+        out.push(("wire_client", name.to_owned(), encode_frame(&m)));
+    }
+    for (name, m) in server {
+        out.push(("wire_server", name.to_owned(), encode_frame(&m)[4..].to_vec()));
+    }
+    out.push((
+        "token",
+        "valid".to_owned(),
+        format!("pk1-0011223344556677-{}-{}", "ab".repeat(16), "cd".repeat(32)).into_bytes(),
+    ));
     out
 }
 

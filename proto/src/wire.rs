@@ -518,6 +518,39 @@ mod tests {
         assert_eq!(negotiate(&h(2, 9)), None);
     }
 
+    proptest::proptest! {
+        /// Any bytes: decoding a client or server frame body returns a value or an error, never
+        /// panics. (Frames need no canonical form: nothing signs them; postcard accepts
+        /// non-minimal varints, so re-encoding may differ.)
+        #[test]
+        fn any_body_decodes_or_fails_cleanly(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(m) = decode_body::<ClientMsg>(&body) {
+                let _ = m.check();
+            }
+            let _ = decode_body::<ServerMsg>(&body);
+        }
+
+        /// Reports round-trip through a frame whatever their contents.
+        #[test]
+        fn reports_round_trip(
+            epoch in proptest::num::u64::ANY,
+            seq in 1u64..,
+            ind in "[a-z0-9-]{1,40}",
+            loc in proptest::option::of("[ -~]{0,60}"),
+            first in 0i64..2_000_000_000,
+            extra in 0i64..1_000_000,
+            count in proptest::num::u64::ANY,
+        ) {
+            let m = ClientMsg::Report(Batch { epoch, seq, items: vec![SightingReport {
+                indicator: ind, what: "sha256".into(), observed: ObservedKind::Process, location: loc,
+                first_seen: first, last_seen: first + extra, count, set_version: 3,
+            }]});
+            let f = encode_frame(&m);
+            proptest::prop_assert_eq!(decode_body::<ClientMsg>(&f[4..]).unwrap(), m.clone());
+            proptest::prop_assert!(m.check().is_ok());
+        }
+    }
+
     #[test]
     fn caps_name_the_field() {
         let mut b = Batch {
