@@ -4,7 +4,7 @@
 //! start-up with a message naming the file and the key.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use picket_proto::Tlp;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,149 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Channels by name. Each needs a matching channel in the root document.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// The agent channel's TLS certificate (see [`TlsConfig`]).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Enrolment of agents: token and client certificate lifetimes.
+    #[serde(default)]
+    pub enrolment: EnrolmentConfig,
+    /// The agent channel: where `serve` listens, its timeouts, limits and alarms (see
+    /// [`AgentChannelConfig`]).
+    #[serde(default)]
+    pub channel: AgentChannelConfig,
+}
+
+/// `[channel]`: the agent channel `serve` runs (every limit is enforced by the collector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentChannelConfig {
+    /// Address and port to listen on (`0.0.0.0:7443`); `serve --listen` overrides it.
+    pub listen: String,
+    /// How long a new connection has to finish its TLS handshake and send its hello, counted
+    /// from accept (`10s`).
+    pub hello_timeout: String,
+    /// How long the body of a frame may take to arrive once its length was read, and how long
+    /// the agent may take to read what is sent to it (`30s`).
+    pub read_timeout: String,
+    /// A session with no frame for this long is closed (`15m`; agents heartbeat every minute).
+    pub idle_timeout: String,
+    /// The most sessions at once; connections over it are closed at accept.
+    pub max_sessions: u32,
+    /// The most connections at once that have not yet authenticated (in their TLS handshake or
+    /// hello, or enrolling); connections over it are closed at accept.
+    pub max_handshakes: u32,
+    /// Messages per second each agent may send, sustained (all its sessions together).
+    pub messages_per_second: u32,
+    /// Messages an agent may send in a burst.
+    pub message_burst: u32,
+    /// Bytes per second each agent may send, sustained.
+    pub bytes_per_second: u64,
+    /// Bytes an agent may send in a burst.
+    pub byte_burst: u64,
+    /// A session that sends this many frames in a row over its rate limit, without waiting as
+    /// told, is closed.
+    pub flood_strikes: u32,
+    /// An agent not heard from for this long raises a `quiet` alarm (`10m`).
+    pub quiet_after: String,
+    /// An agent whose set version stays below the current one for this long raises a `lagging`
+    /// alarm (`10m`).
+    pub lag_after: String,
+}
+
+impl Default for AgentChannelConfig {
+    fn default() -> Self {
+        AgentChannelConfig {
+            listen: "0.0.0.0:7443".into(),
+            hello_timeout: "10s".into(),
+            read_timeout: "30s".into(),
+            idle_timeout: "15m".into(),
+            max_sessions: 10_000,
+            max_handshakes: 256,
+            messages_per_second: 50,
+            message_burst: 200,
+            bytes_per_second: 4 << 20,
+            byte_burst: 8 << 20,
+            flood_strikes: 20,
+            quiet_after: "10m".into(),
+            lag_after: "10m".into(),
+        }
+    }
+}
+
+/// `[tls]`: the certificate the agent channel presents.
+///
+/// By default it is `DIR/tls/server.pem`, made by `init` and signed by the collector's own CA
+/// (`DIR/tls/ca.pem`). An operator may supply one instead by setting all three of `cert`, `key`
+/// and `ca`; enrolment tokens then pin that `ca`, so tokens made before the change no longer
+/// work. Client certificates are always issued by the collector's own CA.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The names (DNS names or IP addresses) `init --tls-name` put into `DIR/tls/server.pem`,
+    /// beside localhost, 127.0.0.1 and ::1. A record: editing it does not reissue the
+    /// certificate.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// An operator-supplied server certificate chain (PEM, the server certificate first).
+    /// Relative paths are relative to the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Its private key (PEM; not readable by other users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The CA certificate (PEM) that issued `cert`: agents pin its public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+/// The operator-supplied certificate files of `[tls]`, resolved against the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that issued it.
+    pub ca: PathBuf,
+}
+
+/// `[enrolment]`: how agents join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentConfig {
+    /// How long a client certificate is valid (`7d`); agents renew it at half-life, so an agent
+    /// offline for longer than this must enrol again. At most 365d.
+    #[serde(default = "default_cert_lifetime")]
+    pub cert_lifetime: String,
+    /// How long a token from `token create` stays valid when `--expires` is not given (`24h`).
+    #[serde(default = "default_token_expiry")]
+    pub default_token_expiry: String,
+}
+
+fn default_cert_lifetime() -> String {
+    "7d".into()
+}
+
+fn default_token_expiry() -> String {
+    "24h".into()
+}
+
+impl Default for EnrolmentConfig {
+    fn default() -> Self {
+        EnrolmentConfig {
+            cert_lifetime: default_cert_lifetime(),
+            default_token_expiry: default_token_expiry(),
+        }
+    }
+}
+
+/// The `[enrolment]` settings, converted to typed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enrolment {
+    /// Client certificate lifetime in seconds.
+    pub cert_lifetime: u64,
+    /// Default token expiry in seconds.
+    pub default_token_expiry: u64,
 }
 
 /// Defaults applied to indicators from sources that do not say.
@@ -85,7 +228,55 @@ impl Config {
             cfg.channel(name, path)?;
         }
         cfg.default_tlp(path)?;
+        cfg.enrolment(path)?;
+        cfg.tls_files(Path::new("."), path)?;
+        crate::channel::Settings::from_config(&cfg, path)?;
         Ok(cfg)
+    }
+
+    /// The typed `[enrolment]` settings.
+    pub fn enrolment(&self, path: &Path) -> Result<Enrolment, CollectorError> {
+        let dur = |key: &str, v: &str, max: u64| {
+            let bad = |problem: String| CollectorError::Config {
+                path: path.to_owned(),
+                problem: format!("enrolment.{key}: {problem}"),
+            };
+            let secs = parse_duration(v)
+                .ok_or_else(|| bad(format!("{v:?} is not a duration such as 90s, 15m, 12h, 30d")))?;
+            if secs == 0 || secs > max {
+                return Err(bad(format!(
+                    "{v:?} must be more than 0s and at most {}d",
+                    max / 86_400
+                )));
+            }
+            Ok(secs)
+        };
+        Ok(Enrolment {
+            cert_lifetime: dur("cert_lifetime", &self.enrolment.cert_lifetime, 365 * 86_400)?,
+            default_token_expiry: dur(
+                "default_token_expiry",
+                &self.enrolment.default_token_expiry,
+                3_650 * 86_400,
+            )?,
+        })
+    }
+
+    /// The operator-supplied certificate files, or `None` when the channel uses the certificate
+    /// `init` made. `cert`, `key` and `ca` go together; relative paths are taken from `data`.
+    pub fn tls_files(&self, data: &Path, path: &Path) -> Result<Option<TlsFiles>, CollectorError> {
+        let t = &self.tls;
+        match (&t.cert, &t.key, &t.ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: data.join(cert),
+                key: data.join(key),
+                ca: data.join(ca),
+            })),
+            _ => Err(CollectorError::Config {
+                path: path.to_owned(),
+                problem: "tls: cert, key and ca go together (the server chain, its key, and the CA that issued it); set all three or none".into(),
+            }),
+        }
     }
 
     /// The typed settings of channel `name`.
@@ -137,6 +328,9 @@ impl Config {
             offline_root_key: Some(offline_root_key.display().to_string()),
             ingest: IngestConfig::default(),
             channels,
+            tls: TlsConfig::default(),
+            enrolment: EnrolmentConfig::default(),
+            channel: AgentChannelConfig::default(),
         }
     }
 }
@@ -166,5 +360,43 @@ mod tests {
         std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
         let err = Config::load(&p).unwrap_err().to_string();
         assert!(err.contains("channels.default.timestamp_lifetime"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_go_together_and_enrolment_durations_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("picket.toml");
+        let load = |cfg: &Config| {
+            std::fs::write(&p, toml::to_string(cfg).unwrap()).unwrap();
+            Config::load(&p)
+        };
+        let mut cfg = Config::initial("Org", Path::new("/x"));
+        let typed = load(&cfg).unwrap().enrolment(&p).unwrap();
+        assert_eq!(
+            (typed.cert_lifetime, typed.default_token_expiry),
+            (7 * 86_400, 86_400)
+        );
+        cfg.tls.cert = Some("server.pem".into());
+        let err = load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("tls: cert, key and ca go together"), "{err}");
+        cfg.tls.key = Some("/etc/picket/server.key".into());
+        cfg.tls.ca = Some("ca.pem".into());
+        let files = load(&cfg)
+            .unwrap()
+            .tls_files(Path::new("/data"), &p)
+            .unwrap()
+            .unwrap();
+        assert_eq!(files.cert, Path::new("/data/server.pem"));
+        assert_eq!(files.key, Path::new("/etc/picket/server.key"));
+        cfg.enrolment.cert_lifetime = "400d".into();
+        let err = load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("enrolment.cert_lifetime") && err.contains("at most 365d"),
+            "{err}"
+        );
+        cfg.enrolment.cert_lifetime = "7d".into();
+        cfg.enrolment.default_token_expiry = "tomorrow".into();
+        let err = load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("enrolment.default_token_expiry"), "{err}");
     }
 }

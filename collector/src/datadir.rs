@@ -5,6 +5,7 @@
 //! DIR/picket.db          SQLite store
 //! DIR/root.pub           trust anchor for agents (no secret)
 //! DIR/keys/              online keys, 0700; each file 0600: <role>-<key id>.key
+//! DIR/tls/               the agent channel's CA and server certificate (see pki.rs)
 //! ```
 //!
 //! Architecture invariant: the root private key is never written inside DIR. `init` writes it
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use picket_proto::{verify_root_chain, PublicKey, Role, Root, SigningKey, TrustAnchor, Verified};
 
 use crate::config::Config;
+use crate::pki::{self, Pki};
 use crate::store::Store;
 use crate::{rootdoc, CollectorError};
 
@@ -120,6 +122,19 @@ impl DataDir {
         root_key: Option<&Path>,
         now: i64,
     ) -> Result<Initialised, CollectorError> {
+        DataDir::init_with_names(data, org, root_key, &[], now)
+    }
+
+    /// [`DataDir::init`], with extra names (DNS names or IP addresses) for the agent channel's
+    /// server certificate beside localhost, 127.0.0.1 and ::1. The collector CA and that
+    /// certificate go to `DIR/tls/`, and root version 1 pins the CA's public key.
+    pub fn init_with_names(
+        data: &Path,
+        org: &str,
+        root_key: Option<&Path>,
+        tls_names: &[String],
+        now: i64,
+    ) -> Result<Initialised, CollectorError> {
         if data.join(CONFIG).exists() {
             return Err(CollectorError::DataDir {
                 path: data.to_owned(),
@@ -141,6 +156,9 @@ impl DataDir {
                 root_key_path.display()
             )));
         }
+        // The TLS names are checked before anything else is written.
+        let tls_dir = data.join(pki::TLS_DIR);
+        Pki::create(&tls_dir, org, tls_names, now)?;
         let keys_dir = data.join(KEYS);
         fs::create_dir_all(&keys_dir).map_err(CollectorError::io(&keys_dir))?;
         fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o700))
@@ -155,7 +173,8 @@ impl DataDir {
         for k in [&publisher, &stamper] {
             write_key(&keys_dir, k)?;
         }
-        let doc = rootdoc::initial(org, now, &[root.public()], publisher.public(), stamper.public());
+        let mut doc = rootdoc::initial(org, now, &[root.public()], publisher.public(), stamper.public());
+        doc.tls_ca_pin = Some(Pki::own_ca_pin(&tls_dir)?);
         let envelope = rootdoc::sign(&doc, &[&root]);
         let mut store = Store::open(&data.join(DB))?;
         store.insert_root(doc.version, &envelope)?;
@@ -166,10 +185,11 @@ impl DataDir {
             fs::create_dir_all(parent).map_err(CollectorError::io(parent))?;
         }
         write_new(&root_key_path, root.to_file_text().as_bytes(), 0o600)?;
-        let config = Config::initial(
+        let mut config = Config::initial(
             org,
             &std::path::absolute(&root_key_path).unwrap_or(root_key_path.clone()),
         );
+        config.tls.names = tls_names.to_vec();
         let text = format!(
             "# Picket collector configuration. Every key is documented in collector/src/config.rs.\n{}",
             toml::to_string(&config).map_err(|e| CollectorError::Refused(e.to_string()))?

@@ -15,17 +15,31 @@
 //! - [`store`] is the SQLite shell: one narrow interface, so a PostgreSQL backend can follow.
 //! - [`datadir`] lays out and opens the data directory: configuration, online keys, trust
 //!   anchor, and the check that no root private key is readable from where `serve` runs.
+//! - [`pki`] is the agent channel's TLS: the collector CA, the server certificate, the
+//!   short-lived client certificates that are agents' identities, and the rustls server config.
+//! - [`fleet`] holds enrolment tokens and enrolled agents, and enrols an agent: the token
+//!   redeemed, the key recorded and certified, in one transaction.
+//! - [`channel`] is the agent channel `serve --listen` runs: TLS sessions, limits, set
+//!   distribution, and the writer that stores what agents report.
+//! - [`reports`] stores sightings batches (once each), heartbeats and alarms about agents, and
+//!   aggregates sightings per indicator.
+//! - [`export`] packs a set version into a set file, for `export-set` and for the channel.
 //!
 //! Architecture invariant: only the collector holds the online signing keys, and the root
 //! private key is never written inside the data directory.
 
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod config;
 pub mod datadir;
+pub mod export;
+pub mod fleet;
 pub mod ingest;
+pub mod pki;
 pub mod policy;
 pub mod publish;
+pub mod reports;
 pub mod rootdoc;
 pub mod sources;
 pub mod stix;

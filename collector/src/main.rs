@@ -12,13 +12,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use picket_collector::datadir::{self, DataDir};
+use picket_collector::export;
 use picket_collector::ingest::{self, Defaults};
 use picket_collector::parse_duration;
+use picket_collector::pki::{self, Pki};
 use picket_collector::policy::{Candidate, Policy};
 use picket_collector::publish::{self, Input};
 use picket_collector::rootdoc::{self, Rotation};
 use picket_collector::store::Publication;
-use picket_proto::{rfc3339, Content, PublicKey, Role, SetFile, Severity, SigningKey, Snapshot, Tlp};
+use picket_proto::{rfc3339, PublicKey, Role, Severity, SigningKey, Snapshot, Tlp};
 
 const EXIT_HELP: &str = "Exit status: 0 success, 2 error (the message on stderr names what failed).";
 
@@ -43,7 +45,18 @@ enum Command {
         /// Where to write the root private key (default: beside DIR, as DIR.root-OFFLINE.key).
         #[arg(long)]
         root_key: Option<PathBuf>,
+        /// A DNS name or IP address agents use to reach the collector, put into the agent
+        /// channel's server certificate beside localhost, 127.0.0.1 and ::1 (repeatable).
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
     },
+    /// Enrolment tokens: each lets agents enrol (and nothing else), a limited number of times,
+    /// until it expires.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrolled agents: list them, revoke one.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Ingest indicator files. Each file is all or nothing: a bad line stores nothing from it.
     Ingest {
         /// The data directory.
@@ -141,6 +154,33 @@ enum Command {
         /// Publish at most this often after changes (e.g. 10s).
         #[arg(long, default_value = "10s")]
         batch: String,
+        /// Where the agent channel listens (ADDR:PORT; default: channel.listen in picket.toml,
+        /// 0.0.0.0:7443 unless changed). Port 0 picks a free port; the address bound is printed.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// Sightings reported by agents, aggregated: one line per indicator with the hosts that saw
+    /// it, the total count, first and last seen, the indicator kinds and what it was seen on.
+    Sightings {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line: indicator, hosts, count, first_seen, last_seen (RFC 3339),
+        /// what, observed.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Alarms about agents (quiet, sequence-gap, lagging, clone, spool-dropped): the open ones.
+    Alarms {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+        /// Cleared alarms too.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -368,6 +408,66 @@ enum RootCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token. It alone goes to stdout (hand it to `picket-agent enroll --token-file`);
+    /// its id, uses and expiry go to stderr. Only its hash is stored: it cannot be shown again.
+    Create {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// How many agents may enrol with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid (e.g. 1h, 7d; default: enrolment.default_token_expiry in
+        /// picket.toml, 24h unless changed).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The tokens: id, created, expires, uses left, used, revoked (never the secret).
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: no agent enrols with it from now on (agents already enrolled stay).
+    Revoke {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The token's id (as `token list` shows it).
+        #[arg(value_name = "TOKEN-ID")]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// The enrolled agents: id, channel, enrolment, last seen, certificate expiry, revocation,
+    /// suspected clones, and what their last heartbeat said.
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent: a running `serve` ends its live sessions within a second and refuses
+    /// it from then on.
+    Revoke {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The agent's id (as `agents list` shows it).
+        #[arg(value_name = "AGENT")]
+        id: String,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OnlineRole {
     Publisher,
@@ -436,9 +536,22 @@ fn public_keys(flag: &str, values: &[String]) -> Result<Vec<PublicKey>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { data, org, root_key } => {
-            let made = DataDir::init(&data, &org, root_key.as_deref(), now())?;
+        Command::Init {
+            data,
+            org,
+            root_key,
+            tls_names,
+        } => {
+            let made = DataDir::init_with_names(&data, &org, root_key.as_deref(), &tls_names, now())?;
             println!("initialised {}", made.data.display());
+            let tls = made.data.join(pki::TLS_DIR);
+            println!(
+                "agent channel CA: {} (pin {}); server certificate {} for localhost, 127.0.0.1, ::1{}",
+                tls.join(pki::CA_CERT).display(),
+                hex::encode(Pki::own_ca_pin(&tls)?),
+                tls.join(pki::SERVER_CERT).display(),
+                tls_names.iter().map(|n| format!(", {n}")).collect::<String>()
+            );
             println!("trust anchor for agents: {}", made.anchor.display());
             println!(
                 "root private key: {}\n  It belongs OFFLINE: move it to offline storage now. `serve` refuses to start while it can read it.",
@@ -556,41 +669,16 @@ fn run(cli: Cli) -> Result<()> {
             let dir = DataDir::open(&data)?;
             let store = dir.store()?;
             let (_, chain) = dir.current_root(&store)?;
-            let set = store
-                .latest_set(&channel)?
-                .with_context(|| format!("channel {channel}: nothing published yet; run `publish` first"))?;
-            let ts = store
-                .latest_timestamp(&channel)?
-                .with_context(|| format!("channel {channel}: no timestamp"))?;
-            let delta;
-            let content = match since {
-                None => Content::Full(&set.snapshot),
-                Some(base) => {
-                    delta = store.delta(&channel, base, set.version)?.with_context(|| {
-                        format!(
-                            "no delta from version {base} to {} is kept; export the full set instead",
-                            set.version
-                        )
-                    })?;
-                    Content::Delta(&delta)
-                }
-            };
-            let file = SetFile {
-                channel: &channel,
-                roots: chain.iter().map(|(v, b)| (*v, b.as_slice())).collect(),
-                timestamp: &ts.envelope,
-                manifest: &set.manifest,
-                content,
-            };
-            let bytes = file.encode();
-            datadir::replace(&out, &bytes, 0o600)?;
+            let carry = since.map_or(export::Carry::Full, export::Carry::Delta);
+            let file = export::latest_set_file(&store, &chain, &channel, carry)?;
+            datadir::replace(&out, &file.bytes, 0o600)?;
             println!(
                 "wrote {} ({} bytes): set version {}, timestamp version {}, fresh until {}",
                 out.display(),
-                bytes.len(),
-                set.version,
-                ts.version,
-                rfc3339(ts.expires)
+                file.bytes.len(),
+                file.version,
+                file.timestamp_version,
+                rfc3339(file.expires)
             );
             Ok(())
         }
@@ -609,6 +697,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Root(cmd) => root_command(cmd),
+        Command::Token(cmd) => token_command(cmd),
+        Command::Agents(cmd) => agents_command(cmd),
         Command::Indicators(cmd) => indicators_command(cmd),
         Command::Source(cmd) => source_command(cmd),
         Command::Pull { data, source } => {
@@ -641,7 +731,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { data, batch } => serve(&data, duration("--batch", &batch)?),
+        Command::Serve { data, batch, listen } => {
+            serve(&data, duration("--batch", &batch)?, listen.as_deref())
+        }
+        Command::Sightings { data, json } => sightings(&data, json),
+        Command::Alarms { data, json, all } => alarms(&data, json, all),
         Command::Allowlist(cmd) => allowlist_command(cmd),
     }
 }
@@ -1127,6 +1221,134 @@ fn root_command(cmd: RootCommand) -> Result<()> {
     }
 }
 
+fn token_command(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Create { data, uses, expires } => {
+            let dir = DataDir::open(&data)?;
+            let lifetime = match expires {
+                Some(e) => duration("--expires", &e)?,
+                None => dir.config().enrolment(&dir.config_path())?.default_token_expiry,
+            };
+            if uses == 0 || lifetime == 0 {
+                bail!("--uses and --expires must be more than 0");
+            }
+            let pki = Pki::load(&dir)?;
+            let now = now();
+            let expires = now.saturating_add(lifetime.min(i64::MAX as u64) as i64);
+            let token = dir.store()?.create_token(pki.ca_pin(), uses, now, expires)?;
+            eprintln!(
+                "token {}: {uses} use(s), expires {}. Pass it to `picket-agent enroll --token-file FILE` (a command line shows in /proc and shell history).",
+                token.id,
+                rfc3339(expires)
+            );
+            println!("{}", token.encode());
+            Ok(())
+        }
+        TokenCommand::List { data, json } => {
+            let dir = DataDir::open(&data)?;
+            let now = now();
+            for t in dir.store()?.tokens()? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": t.id, "created": t.created, "expires": t.expires, "uses_left": t.uses_left,
+                            "used": t.used, "revoked": t.revoked, "state": t.state(now),
+                        })
+                    );
+                } else {
+                    println!(
+                        "{} {}: created {}, expires {}, {} use(s) left, used {}{}",
+                        t.id,
+                        t.state(now),
+                        rfc3339(t.created),
+                        rfc3339(t.expires),
+                        t.uses_left,
+                        t.used,
+                        t.revoked
+                            .map_or(String::new(), |r| format!(", revoked {}", rfc3339(r)))
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { data, id } => {
+            let dir = DataDir::open(&data)?;
+            // A whole token is accepted too; only its id is used (and never echoed).
+            let id = match picket_proto::EnrollToken::parse(&id) {
+                Ok(t) => t.id,
+                Err(_) => id.trim().to_ascii_lowercase(),
+            };
+            match dir.store()?.revoke_token(&id, now())? {
+                Some(t) => {
+                    println!(
+                        "token {} revoked {}",
+                        t.id,
+                        rfc3339(t.revoked.unwrap_or_default())
+                    );
+                    Ok(())
+                }
+                None => bail!("no token with id {id:?}; `token list` shows them"),
+            }
+        }
+    }
+}
+
+fn agents_command(cmd: AgentsCommand) -> Result<()> {
+    match cmd {
+        AgentsCommand::List { data, json } => {
+            let dir = DataDir::open(&data)?;
+            for a in dir.store()?.agents()? {
+                if json {
+                    println!("{}", a.to_json());
+                    continue;
+                }
+                let when = |t: Option<i64>| t.map_or("never".to_owned(), rfc3339);
+                let mut line = format!(
+                    "{} channel {}: enrolled {}, last seen {}, certificate until {}",
+                    a.id,
+                    a.channel,
+                    rfc3339(a.enrolled),
+                    when(a.last_seen),
+                    rfc3339(a.cert_not_after)
+                );
+                match a.last_heartbeat() {
+                    Some(Ok(h)) => line.push_str(&format!(
+                        ", agent {}, set version {}, spool depth {}",
+                        h.agent_version,
+                        h.set_version.map_or("none".to_owned(), |v| v.to_string()),
+                        h.spool_depth
+                    )),
+                    Some(Err(e)) => line.push_str(&format!(", {e}")),
+                    None => line.push_str(", no heartbeat yet"),
+                }
+                if let Some(t) = a.clone_seen {
+                    line.push_str(&format!(", CLONE SUSPECTED (another machine {})", rfc3339(t)));
+                }
+                if let Some(t) = a.revoked {
+                    line.push_str(&format!(", REVOKED {}", rfc3339(t)));
+                }
+                println!("{line}");
+            }
+            Ok(())
+        }
+        AgentsCommand::Revoke { data, id } => {
+            let dir = DataDir::open(&data)?;
+            match dir.store()?.revoke_agent(id.trim(), now())? {
+                Some(a) => {
+                    println!(
+                        "agent {} revoked {}; a running serve ends its sessions within a second",
+                        a.id,
+                        rfc3339(a.revoked.unwrap_or_default())
+                    );
+                    Ok(())
+                }
+                None => bail!("no agent with id {id:?}; `agents list` shows them"),
+            }
+        }
+    }
+}
+
 /// Compiles and signs a new set version on every channel whose content changed (or all, with
 /// `force`), printing a summary line per channel.
 fn publish_channels(
@@ -1262,10 +1484,11 @@ fn restamp(
     Ok(())
 }
 
-/// The collector's long-running job: pull sources on their schedules, publish after changes
-/// (at most once per `batch` seconds), and re-sign each channel's freshness once half of its
-/// timestamp's lifetime has passed, so agents stay fresh when nothing changes.
-fn serve(data: &Path, batch: u64) -> Result<()> {
+/// The collector's long-running job: the agent channel (on its own runtime), and on a thread
+/// of its own the sync loop: pull sources on their schedules, publish after changes (at most
+/// once per `batch` seconds), and re-sign each channel's freshness once half of its timestamp's
+/// lifetime has passed, so agents stay fresh when nothing changes.
+fn serve(data: &Path, batch: u64, listen: Option<&str>) -> Result<()> {
     let dir = DataDir::open(data)?;
     let exposed = dir.readable_root_keys();
     if !exposed.is_empty() {
@@ -1275,6 +1498,53 @@ fn serve(data: &Path, batch: u64) -> Result<()> {
             list.join(", ")
         );
     }
+    raise_open_files();
+    let mut settings = picket_collector::channel::Settings::from_config(dir.config(), &dir.config_path())?;
+    if let Some(l) = listen {
+        settings.listen = l
+            .parse()
+            .with_context(|| format!("--listen {l:?}: not an address and port such as 0.0.0.0:7443"))?;
+    }
+    let server = picket_collector::channel::Server::start(data, settings)?;
+    println!(
+        "picket-collector: agent channel listening on {}",
+        server.local_addr()
+    );
+    let data = data.to_owned();
+    let sync = std::thread::Builder::new()
+        .name("picket-sync".into())
+        .spawn(move || sync_loop(&data, dir, batch))
+        .context("starting the sync thread")?;
+    let result = sync
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the sync loop panicked")));
+    server.stop();
+    result
+}
+
+/// Raises the soft limit on open files to the hard limit: every agent session holds a
+/// descriptor, and a service manager's usual soft limit (1024) is far below
+/// `channel.max_sessions`. A failure is only a warning: the limit then caps the sessions.
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (lim.current, lim.maximum) {
+        if soft < hard {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                eprintln!(
+                    "picket-collector: warning: raising the open-file limit from {soft} to {hard}: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// `serve`'s sync loop (see [`serve`]); returns only on an error it cannot carry on from.
+fn sync_loop(data: &Path, dir: DataDir, batch: u64) -> Result<()> {
     let mut store = dir.store()?;
     println!(
         "picket-collector: serving {} (sources pulled on schedule; publish batched every {batch}s)",
@@ -1298,7 +1568,7 @@ fn serve(data: &Path, batch: u64) -> Result<()> {
                 ),
             }
         }
-        if dirty_since.is_some_and(|t| now - t >= batch as i64) || store.latest_set("default")?.is_none() {
+        if dirty_since.is_some_and(|t| now - t >= batch as i64) || store.current("default")?.is_none() {
             if let Err(e) = publish_channels(&dir, &mut store, None, None, false, now) {
                 eprintln!("picket-collector: error: publish: {e:#}");
             }
@@ -1317,6 +1587,72 @@ fn serve(data: &Path, batch: u64) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// `sightings`: one line (or JSON object) per indicator.
+fn sightings(data: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    for s in dir.store()?.sightings_by_indicator()? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "indicator": s.indicator, "hosts": s.hosts, "count": s.count,
+                    "first_seen": rfc3339(s.first_seen), "last_seen": rfc3339(s.last_seen),
+                    "what": s.what, "observed": s.observed,
+                })
+            );
+        } else {
+            // Agents chose these strings: no control characters reach the terminal.
+            println!(
+                "{} hosts={} count={} first={} last={} what={} observed={}",
+                printable(&s.indicator),
+                s.hosts,
+                s.count,
+                rfc3339(s.first_seen),
+                rfc3339(s.last_seen),
+                printable(&s.what.join(",")),
+                s.observed.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `alarms`: the open alarms (or all), newest first.
+fn alarms(data: &Path, json: bool, all: bool) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    for a in dir.store()?.alarms(all)? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "agent": a.agent, "kind": a.kind, "detail": a.detail,
+                    "raised": rfc3339(a.raised), "cleared": a.cleared.map(rfc3339),
+                })
+            );
+        } else {
+            let state = match a.cleared {
+                None => "open".to_owned(),
+                Some(t) => format!("cleared {}", rfc3339(t)),
+            };
+            println!(
+                "{} {} agent={} {} ({state})",
+                rfc3339(a.raised),
+                a.kind,
+                a.agent,
+                printable(&a.detail)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `text` with control characters replaced, for a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A warninglist's name and values: MISP's JSON form (`{"name": ..., "list": [...]}`) or a plain

@@ -59,7 +59,15 @@ fn sources_are_pulled_on_schedule_published_in_batches_and_kept_fresh() {
     assert!(listed.contains("\"name\":\"feed\""), "{listed}");
 
     let mut child = Command::new(bin("picket-collector"))
-        .args(["serve", "--data", c.data(), "--batch", "1s"])
+        .args([
+            "serve",
+            "--data",
+            c.data(),
+            "--batch",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,837 @@
+//! One agent session: TLS, the hello, then requests answered in order until the agent leaves,
+//! goes idle, floods, breaks the protocol or is revoked.
+//!
+//! The session's identity is the key its verified client certificate certifies and nothing
+//! else: no field of any message names the agent. A session without a certificate may send its
+//! hello and one `Enroll`, and is closed after the answer.
+//!
+//! An authenticated session runs two halves. The reader is the only thing that reads the
+//! socket: it checks each length prefix against the cap before allocating, charges the agent's
+//! rate budget before reading the body (and, when the budget is short, answers `RateLimited`
+//! and stops reading for the wait), handles the request and queues the answer. The writer sends
+//! the queued answers in order, tells the agent of new set versions (coalesced: a watch holds
+//! only the newest), and ends the session the moment the agent is revoked. The queue between
+//! them is short, so a slow reader stalls its own requests and nothing else; a set file in it is
+//! a shared reference, never a copy.
+//!
+//! Invariant: every error frame that ends a session says what was wrong; no request is acted on
+//! after the session was refused or revoked.
+
+use std::collections::HashSet;
+use std::future::pending;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use picket_proto::wire::{
+    self, Batch, ClientMsg, ErrorCode, Fetch, FrameError, Hello, ServerMsg, Welcome, WireError,
+    MAX_CLIENT_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
+
+use super::db::{self, Job};
+use super::distribute::{self, Plan};
+use super::{unix_now, Shared};
+use crate::export::{self, Current};
+use crate::fleet::AgentRow;
+use crate::reports::BatchOutcome;
+
+/// Answers queued between reader and writer.
+const OUTBOUND: usize = 2;
+/// Bytes written per step, so a stalled reader is noticed within the write timeout.
+const WRITE_CHUNK: usize = 64 << 10;
+/// How long a closing error frame may take to write.
+const LAST_WORDS: Duration = Duration::from_secs(2);
+/// The largest frame before authentication: a hello or an enrolment request (each well under
+/// it: their strings are capped at `MAX_FIELD`). Connections that have not authenticated cost
+/// little memory however many there are.
+const PRE_AUTH_FRAME: usize = 4 << 10;
+
+type Tls = TlsStream<TcpStream>;
+
+/// A frame for the writer: shared (a set file) or the session's own.
+enum Out {
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Out {
+    fn msg(msg: &ServerMsg) -> Out {
+        Out::Owned(wire::encode_frame(msg))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Out::Shared(b) => b,
+            Out::Owned(b) => b,
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> WireError {
+    WireError {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+    }
+}
+
+fn error_frame(e: WireError) -> Out {
+    Out::msg(&ServerMsg::Error(e))
+}
+
+fn human(d: Duration) -> String {
+    if d.as_secs() >= 60 && d.as_secs().is_multiple_of(60) {
+        format!("{} min", d.as_secs() / 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// Why a frame was not read.
+enum ReadFail {
+    /// The peer closed or the connection failed: nothing to say.
+    Gone,
+    /// Something to tell the peer before closing.
+    Tell(WireError),
+}
+
+/// A length prefix being read. Reading it can be abandoned and resumed without losing bytes,
+/// so the session can look whether a header is already waiting without committing to wait.
+#[derive(Default)]
+struct Header {
+    bytes: [u8; 4],
+    filled: usize,
+}
+
+impl Header {
+    /// Reads until the header is complete (cancel-safe).
+    async fn fill<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> std::io::Result<()> {
+        while self.filled < 4 {
+            let n = rd.read(&mut self.bytes[self.filled..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.filled += n;
+        }
+        Ok(())
+    }
+
+    /// Whether a whole header can be read without waiting.
+    async fn ready<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> std::io::Result<bool> {
+        // The inner future is polled once before the zero timer is looked at.
+        match timeout(Duration::ZERO, self.fill(rd)).await {
+            Ok(r) => r.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Reads one whole frame of at most `cap` bytes, all of it by `deadline`.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    cap: usize,
+    deadline: Instant,
+    waited: &str,
+) -> Result<Vec<u8>, ReadFail> {
+    let len = read_header(rd, &mut Header::default(), cap, deadline, waited).await?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    read_body(rd, len, left).await
+}
+
+/// Completes `header` by `deadline` and checks the length against `cap`.
+async fn read_header<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    header: &mut Header,
+    cap: usize,
+    deadline: Instant,
+    waited: &str,
+) -> Result<usize, ReadFail> {
+    match timeout_at(deadline, header.fill(rd)).await {
+        Err(_) => return Err(ReadFail::Tell(error(ErrorCode::Timeout, waited))),
+        Ok(Err(_)) => return Err(ReadFail::Gone),
+        Ok(Ok(())) => {}
+    }
+    header.filled = 0;
+    wire::frame_len(header.bytes, cap).map_err(|e| {
+        ReadFail::Tell(match e {
+            FrameError::TooLarge { len, cap } => error(
+                ErrorCode::TooLarge,
+                format!("a frame of {len} bytes is over the collector's cap of {cap}"),
+            ),
+            other => error(ErrorCode::BadFrame, other.to_string()),
+        })
+    })
+}
+
+/// Reads a body of `len` bytes (checked against its cap) within `read_timeout`. The buffer
+/// grows as bytes arrive, so a peer announcing a large frame and sending it slowly holds only
+/// what it sent.
+async fn read_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    len: usize,
+    read_timeout: Duration,
+) -> Result<Vec<u8>, ReadFail> {
+    let mut body = Vec::with_capacity(len.min(WRITE_CHUNK));
+    let read = async {
+        (&mut *rd).take(len as u64).read_to_end(&mut body).await?;
+        if body.len() < len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok(())
+    };
+    match timeout(read_timeout, read).await {
+        Err(_) => Err(ReadFail::Tell(error(
+            ErrorCode::Timeout,
+            format!(
+                "the body of a {len}-byte frame did not arrive within {}",
+                human(read_timeout)
+            ),
+        ))),
+        Ok(Err(_)) => Err(ReadFail::Gone),
+        Ok(Ok(_)) => Ok(body),
+    }
+}
+
+/// Reads and drops `len` bytes (a refused frame's body) without allocating them.
+async fn skip_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    len: usize,
+    read_timeout: Duration,
+) -> Result<(), ReadFail> {
+    let mut left = len;
+    let mut scratch = [0u8; 8 << 10];
+    let deadline = Instant::now() + read_timeout;
+    while left > 0 {
+        let n = left.min(scratch.len());
+        match timeout_at(deadline, rd.read_exact(&mut scratch[..n])).await {
+            Err(_) => {
+                return Err(ReadFail::Tell(error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the body of a {len}-byte frame did not arrive within {}",
+                        human(read_timeout)
+                    ),
+                )))
+            }
+            Ok(Err(_)) => return Err(ReadFail::Gone),
+            Ok(Ok(_)) => left -= n,
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a frame body as a client message and checks its caps.
+fn decode(body: &[u8]) -> Result<ClientMsg, WireError> {
+    let msg: ClientMsg = wire::decode_body(body).map_err(|e| error(ErrorCode::BadFrame, e.to_string()))?;
+    msg.check().map_err(|e| error(ErrorCode::BadRequest, e))?;
+    Ok(msg)
+}
+
+/// Writes `bytes`, each chunk within `per_chunk`.
+async fn write_timed<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: &[u8],
+    per_chunk: Duration,
+) -> std::io::Result<()> {
+    let slow = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent stopped reading");
+    for chunk in bytes.chunks(WRITE_CHUNK) {
+        timeout(per_chunk, wr.write_all(chunk))
+            .await
+            .map_err(|_| slow())??;
+    }
+    timeout(per_chunk, wr.flush()).await.map_err(|_| slow())?
+}
+
+/// Best-effort: says `e` and closes.
+async fn last_words<W: AsyncWrite + Unpin>(wr: &mut W, e: WireError) {
+    let frame = wire::encode_frame(&ServerMsg::Error(e));
+    let _ = write_timed(wr, &frame, LAST_WORDS).await;
+    let _ = timeout(LAST_WORDS, wr.shutdown()).await;
+}
+
+/// Resolves when `agent` is in the revoked set (at once if it already is).
+async fn revoked(rx: &mut watch::Receiver<Arc<HashSet<String>>>, agent: &str) {
+    loop {
+        if rx.borrow_and_update().contains(agent) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves with the channel's state when it changes.
+async fn new_version(rx: &mut Option<watch::Receiver<Option<Current>>>) -> Current {
+    let Some(rx) = rx else {
+        return pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return pending().await;
+        }
+        if let Some(c) = rx.borrow_and_update().clone() {
+            return c;
+        }
+    }
+}
+
+/// Runs one connection from TCP accept to close.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    session_permit: OwnedSemaphorePermit,
+    handshake_permit: OwnedSemaphorePermit,
+) {
+    let _session = session_permit;
+    let deadline = accepted + shared.settings.hello_timeout;
+    // The handshake and the hello both count against the hello timeout, from accept: a client
+    // that never finishes either is dropped then.
+    let tls = match timeout_at(deadline, shared.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        _ => return,
+    };
+    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let cert_key = cert.map(|c| crate::pki::ed25519_key(c));
+    // rustls checked the validity at the handshake; the session ends when it runs out.
+    let cert_not_after = cert.and_then(|c| crate::pki::validity(c)).map(|(_, na)| na);
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let waited = format!(
+        "no hello within {} of connecting",
+        human(shared.settings.hello_timeout)
+    );
+    let hello = match read_frame(&mut rd, PRE_AUTH_FRAME, deadline, &waited).await {
+        Ok(body) => match decode(&body) {
+            Ok(ClientMsg::Hello(h)) => h,
+            Ok(_) => {
+                return last_words(
+                    &mut wr,
+                    error(
+                        ErrorCode::BadFrame,
+                        "the first message of a session must be Hello",
+                    ),
+                )
+                .await
+            }
+            Err(e) => return last_words(&mut wr, e).await,
+        },
+        Err(ReadFail::Tell(e)) => return last_words(&mut wr, e).await,
+        Err(ReadFail::Gone) => return,
+    };
+    let Some(version) = wire::negotiate(&hello) else {
+        return last_words(
+            &mut wr,
+            error(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this collector speaks protocol versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; the agent speaks {} to {}",
+                    hello.min_version, hello.max_version
+                ),
+            ),
+        )
+        .await;
+    };
+    let mut nonce = [0u8; 32];
+    if SystemRandom::new().fill(&mut nonce).is_err() {
+        return last_words(&mut wr, db::internal("draw a nonce")).await;
+    }
+    match cert_key {
+        None => {
+            enrolment(&shared, rd, wr, version, nonce).await;
+            drop(handshake_permit);
+        }
+        Some(None) => {
+            last_words(
+                &mut wr,
+                error(
+                    ErrorCode::Unauthenticated,
+                    "the client certificate does not certify an Ed25519 key",
+                ),
+            )
+            .await
+        }
+        Some(Some(key)) => {
+            let row = match shared.readers.run(move |s| s.agent_by_key(&key)).await {
+                Ok(row) => row,
+                Err(e) => {
+                    eprintln!("picket-collector: error: channel: looking up the agent of {peer}: {e}");
+                    return last_words(&mut wr, db::internal("look the agent up")).await;
+                }
+            };
+            let Some(row) = row else {
+                return last_words(
+                    &mut wr,
+                    error(
+                        ErrorCode::Unauthenticated,
+                        "no enrolled agent has the key this certificate certifies",
+                    ),
+                )
+                .await;
+            };
+            if row.revoked.is_some() || shared.revoked.borrow().contains(&row.id) {
+                return last_words(
+                    &mut wr,
+                    error(ErrorCode::Revoked, format!("agent {} was revoked", row.id)),
+                )
+                .await;
+            }
+            let welcome = ServerMsg::Welcome(Welcome {
+                version,
+                agent: Some(row.id.clone()),
+                nonce,
+                now: unix_now(),
+            });
+            if write_timed(
+                &mut wr,
+                &wire::encode_frame(&welcome),
+                shared.settings.read_timeout,
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+            // Authenticated: the session no longer counts as a handshake.
+            drop(handshake_permit);
+            let expires = cert_not_after.unwrap_or(i64::MAX);
+            agent_session(shared, row, key, expires, hello, rd, wr).await;
+        }
+    }
+}
+
+/// A session without a client certificate: Welcome, one Enroll, its answer, close.
+async fn enrolment(
+    shared: &Shared,
+    mut rd: ReadHalf<Tls>,
+    mut wr: WriteHalf<Tls>,
+    version: u16,
+    nonce: [u8; 32],
+) {
+    let s = &shared.settings;
+    let welcome = ServerMsg::Welcome(Welcome {
+        version,
+        agent: None,
+        nonce,
+        now: unix_now(),
+    });
+    if write_timed(&mut wr, &wire::encode_frame(&welcome), s.read_timeout)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let waited = format!("no request within {} of the welcome", human(s.read_timeout));
+    let deadline = Instant::now() + s.read_timeout;
+    let body = match read_frame(&mut rd, PRE_AUTH_FRAME, deadline, &waited).await {
+        Ok(b) => b,
+        Err(ReadFail::Tell(e)) => return last_words(&mut wr, e).await,
+        Err(ReadFail::Gone) => return,
+    };
+    let request =
+        match decode(&body) {
+            Ok(ClientMsg::Enroll(e)) => e,
+            Ok(_) => return last_words(
+                &mut wr,
+                error(
+                    ErrorCode::Unauthenticated,
+                    "this message needs an enrolled client certificate; a session without one may only enrol",
+                ),
+            )
+            .await,
+            Err(e) => return last_words(&mut wr, e).await,
+        };
+    let (reply, answer) = oneshot::channel();
+    let job = Job::Enroll {
+        request: Box::new(request),
+        nonce,
+        reply,
+    };
+    if shared.db.send(job).await.is_err() {
+        return last_words(&mut wr, db::internal("enrol")).await;
+    }
+    match answer.await {
+        Ok(Ok(enrolled)) => {
+            let frame = wire::encode_frame(&ServerMsg::Enrolled(enrolled));
+            let _ = write_timed(&mut wr, &frame, s.read_timeout).await;
+            let _ = timeout(LAST_WORDS, wr.shutdown()).await;
+        }
+        Ok(Err(e)) => last_words(&mut wr, e).await,
+        Err(_) => last_words(&mut wr, db::internal("enrol")).await,
+    }
+}
+
+/// An authenticated session: the reader and the writer, until either ends.
+async fn agent_session(
+    shared: Arc<Shared>,
+    row: AgentRow,
+    key: [u8; 32],
+    cert_not_after: i64,
+    hello: Hello,
+    rd: ReadHalf<Tls>,
+    wr: WriteHalf<Tls>,
+) {
+    if hello.machine != row.machine {
+        let _ = shared
+            .db
+            .send(Job::Clone {
+                agent: row.id.clone(),
+                presented: hello.machine,
+            })
+            .await;
+    }
+    let _ = shared.db.try_send(Job::Seen {
+        agent: row.id.clone(),
+    });
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND);
+    let versions = shared.versions.get(&row.channel).map(|tx| tx.subscribe());
+    let revoked_rx = shared.revoked.subscribe();
+    let id = Arc::<str>::from(row.id.as_str());
+    let reader = reader(shared.clone(), id.clone(), row.channel.clone(), key, rd, out_tx);
+    let left = u64::try_from(cert_not_after.saturating_sub(unix_now())).unwrap_or(0);
+    // Far enough to mean never, near enough for the timer.
+    let expiry = Instant::now() + Duration::from_secs(left.min(10 * 365 * 86_400));
+    let ends = Ends {
+        versions,
+        revoked: revoked_rx,
+        cert_expiry: expiry,
+    };
+    let writer = writer(shared.clone(), id, row.channel, wr, out_rx, ends);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        () = &mut reader => {
+            // The reader has said its last: let the writer send what is queued, then close.
+            let _ = timeout(shared.settings.read_timeout, writer).await;
+        }
+        () = &mut writer => {}
+    }
+}
+
+/// What the writer watches besides its queue.
+struct Ends {
+    /// The channel's state (`None`: a channel this collector does not publish).
+    versions: Option<watch::Receiver<Option<Current>>>,
+    /// The revoked agents.
+    revoked: watch::Receiver<Arc<HashSet<String>>>,
+    /// When the session's client certificate runs out.
+    cert_expiry: Instant,
+}
+
+/// The writer half: queued answers in order, new versions, revocation, certificate expiry.
+async fn writer(
+    shared: Arc<Shared>,
+    agent: Arc<str>,
+    channel: String,
+    mut wr: WriteHalf<Tls>,
+    mut out: mpsc::Receiver<Out>,
+    ends: Ends,
+) {
+    let per_chunk = shared.settings.read_timeout;
+    let Ends {
+        mut versions,
+        revoked: mut revoked_rx,
+        cert_expiry,
+    } = ends;
+    enum Next {
+        Revoked,
+        Expired,
+        Send(Out),
+        Done,
+        Version(Current),
+    }
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = revoked(&mut revoked_rx, &agent) => Next::Revoked,
+            () = tokio::time::sleep_until(cert_expiry) => Next::Expired,
+            m = out.recv() => m.map_or(Next::Done, Next::Send),
+            c = new_version(&mut versions) => Next::Version(c),
+        };
+        let frame = match next {
+            Next::Revoked => {
+                return last_words(
+                    &mut wr,
+                    error(ErrorCode::Revoked, format!("agent {agent} was revoked")),
+                )
+                .await
+            }
+            Next::Expired => {
+                return last_words(
+                    &mut wr,
+                    error(
+                        ErrorCode::Unauthenticated,
+                        "the session's client certificate expired; connect with the renewed one",
+                    ),
+                )
+                .await
+            }
+            Next::Done => {
+                let _ = timeout(LAST_WORDS, wr.shutdown()).await;
+                return;
+            }
+            Next::Send(f) => f,
+            Next::Version(c) => Out::msg(&ServerMsg::NewVersion {
+                channel: channel.clone(),
+                version: c.version,
+            }),
+        };
+        tokio::select! {
+            biased;
+            () = revoked(&mut revoked_rx, &agent) => {
+                // Mid-frame: the connection can only be cut.
+                return;
+            }
+            r = write_timed(&mut wr, frame.bytes(), per_chunk) => if r.is_err() { return },
+        }
+    }
+}
+
+/// The reader half: frames in, answers queued, in order. Returns when the session must end
+/// (the last answer, if any, is queued).
+async fn reader(
+    shared: Arc<Shared>,
+    agent: Arc<str>,
+    channel: String,
+    key: [u8; 32],
+    mut rd: ReadHalf<Tls>,
+    out: mpsc::Sender<Out>,
+) {
+    let s = &shared.settings;
+    let budget = shared.budgets.of(&agent, shared.clock());
+    let mut strikes = 0u32;
+    let mut seen_sent = Instant::now();
+    let idle = format!("no frame for {}; closing", human(s.idle_timeout));
+    let mut header = Header::default();
+    // Whether the frame now waiting was already queued when a refusal was answered: sent
+    // without waiting for the answer, let alone the wait. That is a flood, whatever the budget
+    // says by the time it is read.
+    let mut eager = false;
+    loop {
+        let deadline = Instant::now() + s.idle_timeout;
+        let len = match read_header(&mut rd, &mut header, MAX_CLIENT_FRAME, deadline, &idle).await {
+            Ok(len) => len,
+            Err(ReadFail::Tell(e)) => {
+                let _ = out.send(error_frame(e)).await;
+                return;
+            }
+            Err(ReadFail::Gone) => return,
+        };
+        let verdict = {
+            let mut b = budget.lock().unwrap_or_else(|p| p.into_inner());
+            let cost = len as u64 + 4;
+            if eager {
+                Err(b.wait(cost, shared.clock()))
+            } else {
+                b.charge(cost, shared.clock())
+            }
+        };
+        if let Err(wait) = verdict {
+            strikes += 1;
+            // Rounded up: a client waiting what it is told never comes back early.
+            let retry_after_ms = (wait.as_micros().div_ceil(1_000) as u64).max(1);
+            if strikes > s.flood_strikes {
+                let e = WireError {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "{strikes} frames in a row over the rate limit, sent without waiting as told; closing the session"
+                    ),
+                    retry_after_ms: Some(retry_after_ms),
+                };
+                let _ = out.send(error_frame(e)).await;
+                return;
+            }
+            let e = WireError {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "over the rate limit ({} messages and {} bytes a second); this frame was not acted on: send it again after the wait, and nothing before",
+                    s.rate.messages_per_second, s.rate.bytes_per_second
+                ),
+                retry_after_ms: Some(retry_after_ms),
+            };
+            if out.send(error_frame(e)).await.is_err() {
+                return;
+            }
+            match skip_body(&mut rd, len, s.read_timeout).await {
+                Ok(()) => {}
+                Err(ReadFail::Tell(e)) => {
+                    let _ = out.send(error_frame(e)).await;
+                    return;
+                }
+                Err(ReadFail::Gone) => return,
+            }
+            eager = match header.ready(&mut rd).await {
+                Ok(ready) => ready,
+                Err(_) => return,
+            };
+            // Backpressure: nothing more is read from this agent until the wait is over.
+            sleep(wait).await;
+            continue;
+        }
+        strikes = 0;
+        eager = false;
+        let body = match read_body(&mut rd, len, s.read_timeout).await {
+            Ok(b) => b,
+            Err(ReadFail::Tell(e)) => {
+                let _ = out.send(error_frame(e)).await;
+                return;
+            }
+            Err(ReadFail::Gone) => return,
+        };
+        let msg = match decode(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = out.send(error_frame(e)).await;
+                return;
+            }
+        };
+        drop(body);
+        if seen_sent.elapsed() >= s.seen_every {
+            // Not worth waiting for: the next frame tries again.
+            if shared
+                .db
+                .try_send(Job::Seen {
+                    agent: agent.to_string(),
+                })
+                .is_ok()
+            {
+                seen_sent = Instant::now();
+            }
+        }
+        let answer = match msg {
+            ClientMsg::Hello(_) => Err(error(ErrorCode::BadFrame, "Hello was already sent in this session")),
+            ClientMsg::Enroll(_) => Err(error(
+                ErrorCode::BadFrame,
+                format!("this session is already enrolled as {agent}; enrolment needs a session without a client certificate"),
+            )),
+            ClientMsg::Renew => renew(&shared, &agent, key).await,
+            ClientMsg::Fetch(f) => fetch(&shared, &channel, &agent, f).await,
+            ClientMsg::Report(b) => report(&shared, &agent, b).await,
+            ClientMsg::Heartbeat(h) => {
+                let job = Job::Heartbeat {
+                    agent: agent.to_string(),
+                    heartbeat: Box::new(h),
+                };
+                if shared.db.send(job).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match answer {
+            Ok(frame) => {
+                if out.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = out.send(error_frame(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn renew(shared: &Shared, agent: &str, key: [u8; 32]) -> Result<Out, WireError> {
+    let (reply, answer) = oneshot::channel();
+    let job = Job::Renew {
+        agent: agent.to_owned(),
+        public_key: key,
+        reply,
+    };
+    shared
+        .db
+        .send(job)
+        .await
+        .map_err(|_| db::internal("issue a certificate"))?;
+    let renewed = answer.await.map_err(|_| db::internal("issue a certificate"))??;
+    Ok(Out::msg(&ServerMsg::Renewed(renewed)))
+}
+
+async fn report(shared: &Shared, agent: &str, batch: Batch) -> Result<Out, WireError> {
+    if batch.seq > i64::MAX as u64 {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!("report.seq {} is beyond 2^63 - 1", batch.seq),
+        ));
+    }
+    let (epoch, seq) = (batch.epoch, batch.seq);
+    let (reply, answer) = oneshot::channel();
+    let job = Job::Report {
+        agent: agent.to_owned(),
+        batch,
+        reply,
+    };
+    shared
+        .db
+        .send(job)
+        .await
+        .map_err(|_| db::internal("store the report"))?;
+    match answer.await {
+        Ok(Ok(BatchOutcome::Stored)) => Ok(Out::msg(&ServerMsg::Ack {
+            epoch,
+            seq,
+            duplicate: false,
+        })),
+        Ok(Ok(BatchOutcome::Duplicate)) => Ok(Out::msg(&ServerMsg::Ack {
+            epoch,
+            seq,
+            duplicate: true,
+        })),
+        Ok(Ok(BatchOutcome::Conflict)) => Ok(Out::msg(&ServerMsg::Conflict { epoch, seq })),
+        Ok(Err(())) | Err(_) => Err(db::internal("store the report")),
+    }
+}
+
+async fn fetch(shared: &Arc<Shared>, channel: &str, agent: &str, f: Fetch) -> Result<Out, WireError> {
+    if f.channel != channel {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!("agent {agent} follows channel {channel:?}, not {:?}", f.channel),
+        ));
+    }
+    let Some(tx) = shared.versions.get(channel) else {
+        return Err(error(
+            ErrorCode::BadRequest,
+            format!("this collector does not publish channel {channel:?}"),
+        ));
+    };
+    let current = tx.borrow().clone();
+    match distribute::plan(current.as_ref(), f.have, f.have_timestamp) {
+        Plan::UpToDate(version) => Ok(Out::msg(&ServerMsg::UpToDate {
+            version,
+            file: Vec::new(),
+        })),
+        Plan::Send(carry) => {
+            let Some(at) = current else {
+                return Err(db::internal("find the current set"));
+            };
+            let (sh, name, at2) = (shared.clone(), channel.to_owned(), at.clone());
+            let build = move || {
+                sh.readers
+                    .with(|store| {
+                        let (_, chain) = sh.dir.current_root(store)?;
+                        export::set_file(store, &chain, &name, &at2, carry)
+                    })
+                    .map_err(|e| {
+                        eprintln!("picket-collector: error: channel: building the set file of {name}: {e}");
+                        db::internal("build the set file")
+                    })
+                    .and_then(|file| distribute::set_frame(file.version, file.bytes))
+            };
+            shared
+                .cache
+                .get(channel, &at, carry, build)
+                .await
+                .map(Out::Shared)
+        }
+    }
+}
