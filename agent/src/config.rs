@@ -29,6 +29,12 @@ struct Raw {
     /// Resource limits.
     #[serde(default)]
     limits: RawLimits,
+    /// What sightings leave the host, and how they wait for the collector.
+    #[serde(default)]
+    sightings: RawSightings,
+    /// The collector this agent is enrolled with (written by `picket-agent enroll`).
+    #[serde(default)]
+    collector: Option<RawCollector>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +121,88 @@ impl Default for RawLimits {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSightings {
+    /// How much of a matched file's or process's path leaves the host: `redacted` (home
+    /// directories and user names replaced), `name` (the file name only) or `none`. A match on a
+    /// glob, a command-line substring or a network never sends the local value, whatever this
+    /// says.
+    #[serde(default = "default_location")]
+    location: String,
+    /// How often updates of known sightings (count, last seen) are queued for the collector; a
+    /// new sighting is queued at once.
+    #[serde(default = "default_report_interval")]
+    report_interval: String,
+    /// Most batches the on-disk spool holds while the collector is away; past it the oldest are
+    /// dropped and counted.
+    #[serde(default = "default_spool_batches")]
+    spool_batches: usize,
+}
+
+impl Default for RawSightings {
+    fn default() -> Self {
+        RawSightings {
+            location: default_location(),
+            report_interval: default_report_interval(),
+            spool_batches: default_spool_batches(),
+        }
+    }
+}
+
+fn default_location() -> String {
+    "redacted".into()
+}
+fn default_report_interval() -> String {
+    "60s".into()
+}
+fn default_spool_batches() -> usize {
+    10_000
+}
+
+/// The `[collector]` section as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    /// The collector's agent channel, `HOST:PORT` (`[v6]:PORT` for an IPv6 literal).
+    address: String,
+    /// The name the collector's certificate must carry (default: the HOST of `address`).
+    #[serde(default)]
+    server_name: Option<String>,
+    /// The collector CA certificate (PEM): the only root the agent trusts for the channel.
+    ca: PathBuf,
+    /// The agent's private key (PKCS#8 PEM, mode 0600), made on this host at enrolment.
+    key: PathBuf,
+    /// The agent's client certificate (PEM); renewed in place at half its life.
+    cert: PathBuf,
+    /// The trust anchor (`root.pub`) that sets from the collector are verified against.
+    trust: PathBuf,
+    /// The channel whose sets the agent follows.
+    #[serde(default = "default_channel")]
+    channel: String,
+    /// Where the machine id is read (default `/etc/machine-id`, else
+    /// `/var/lib/dbus/machine-id`); its hash goes in every hello so clones show up.
+    #[serde(default)]
+    machine_id_file: Option<PathBuf>,
+    /// How often a heartbeat is sent.
+    #[serde(default = "default_heartbeat")]
+    heartbeat_interval: String,
+    /// How often the agent asks for the current set even without being told of a new one
+    /// (the fallback when a push is missed), spread by ±20 %.
+    #[serde(default = "default_collector_poll")]
+    poll_interval: String,
+}
+
+fn default_channel() -> String {
+    "default".into()
+}
+fn default_heartbeat() -> String {
+    "60s".into()
+}
+fn default_collector_poll() -> String {
+    "5m".into()
+}
+
 fn yes() -> bool {
     true
 }
@@ -169,6 +257,101 @@ pub struct Config {
     pub max_sightings: usize,
     /// Most hash cache entries.
     pub cache_entries: usize,
+    /// The `[sightings]` section.
+    pub sightings: SightingsConfig,
+    /// The `[collector]` section, when the agent is enrolled.
+    pub collector: Option<CollectorConfig>,
+}
+
+/// The `[collector]` section, as typed values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorConfig {
+    /// The collector's agent channel, `HOST:PORT`.
+    pub address: String,
+    /// The name its certificate must carry.
+    pub server_name: String,
+    /// The collector CA certificate file.
+    pub ca: PathBuf,
+    /// The agent's private key file.
+    pub key: PathBuf,
+    /// The agent's client certificate file.
+    pub cert: PathBuf,
+    /// The trust anchor file for sets.
+    pub trust: PathBuf,
+    /// The channel followed.
+    pub channel: String,
+    /// The machine id file, if not the default.
+    pub machine_id_file: Option<PathBuf>,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Fallback poll period (before jitter).
+    pub poll_interval: Duration,
+}
+
+/// The `[sightings]` section, as typed values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SightingsConfig {
+    /// How much of a location leaves the host.
+    pub location: crate::redact::Location,
+    /// How often updates of known sightings are queued.
+    pub report_interval: Duration,
+    /// Most batches in the spool.
+    pub spool_batches: usize,
+}
+
+/// Checks and converts the `[collector]` section.
+fn collector_config(c: RawCollector, origin: &str) -> Result<CollectorConfig, String> {
+    let Some((host, _port)) = crate::link::split_host_port(&c.address) else {
+        return Err(format!(
+            "{origin}: collector.address: {:?} is not HOST:PORT (an IPv6 address goes in brackets: [::1]:4433)",
+            c.address
+        ));
+    };
+    let server_name = c.server_name.unwrap_or_else(|| host.to_owned());
+    crate::link::tls::server_name(&server_name)
+        .map_err(|e| format!("{origin}: collector.server_name: {e}"))?;
+    for (key, path) in [
+        ("collector.ca", Some(&c.ca)),
+        ("collector.key", Some(&c.key)),
+        ("collector.cert", Some(&c.cert)),
+        ("collector.trust", Some(&c.trust)),
+        ("collector.machine_id_file", c.machine_id_file.as_ref()),
+    ] {
+        if let Some(p) = path {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "{origin}: {key}: {} is not an absolute path",
+                    p.display()
+                ));
+            }
+        }
+    }
+    if c.channel.is_empty() || c.channel.len() > 64 {
+        return Err(format!(
+            "{origin}: collector.channel: {:?} is not a channel name (1 to 64 bytes)",
+            c.channel
+        ));
+    }
+    let dur = |key: &str, v: &str| {
+        parse_duration(v)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                format!("{origin}: {key}: {v:?} is not a duration of at least 1s, such as 60s or 5m")
+            })
+    };
+    Ok(CollectorConfig {
+        heartbeat_interval: dur("collector.heartbeat_interval", &c.heartbeat_interval)?,
+        poll_interval: dur("collector.poll_interval", &c.poll_interval)?,
+        address: c.address,
+        server_name,
+        ca: c.ca,
+        key: c.key,
+        cert: c.cert,
+        trust: c.trust,
+        channel: c.channel,
+        machine_id_file: c.machine_id_file,
+    })
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `100MB` or a plain number of bytes.
@@ -215,6 +398,28 @@ impl Config {
                 ));
             }
         }
+        let sightings = SightingsConfig {
+            location: crate::redact::Location::parse(&raw.sightings.location).ok_or_else(|| {
+                bad(
+                    "sightings.location",
+                    "one of \"redacted\", \"name\", \"none\"",
+                    &raw.sightings.location,
+                )
+            })?,
+            report_interval: dur("sightings.report_interval", &raw.sightings.report_interval)?,
+            spool_batches: raw.sightings.spool_batches,
+        };
+        if sightings.spool_batches == 0 {
+            return Err(format!(
+                "{origin}: sightings.spool_batches: 0 is not a number of batches of at least 1"
+            ));
+        }
+        if sightings.report_interval.is_zero() {
+            return Err(format!(
+                "{origin}: sightings.report_interval: {:?} is not a duration of at least 1s",
+                raw.sightings.report_interval
+            ));
+        }
         Ok(Config {
             state_dir: raw.state_dir,
             roots: raw.scan.roots,
@@ -237,6 +442,11 @@ impl Config {
             memory_limit: size("limits.memory_limit", &raw.limits.memory_limit)?,
             max_sightings: raw.limits.max_sightings,
             cache_entries: raw.limits.cache_entries,
+            sightings,
+            collector: match raw.collector {
+                Some(c) => Some(collector_config(c, origin)?),
+                None => None,
+            },
         })
     }
 
@@ -282,6 +492,92 @@ mod tests {
             ),
         ] {
             let err = Config::parse(text, "/etc/picket/agent.toml").unwrap_err();
+            assert!(err.starts_with("/etc/picket/agent.toml: "), "{err}");
+            assert!(err.contains(needle), "{err} should contain {needle}");
+        }
+    }
+
+    #[test]
+    fn the_sightings_section() {
+        let c = Config::parse("state_dir = \"/s\"\n", "agent.toml").unwrap();
+        assert_eq!(c.sightings.location, crate::redact::Location::Redacted);
+        assert_eq!(c.sightings.report_interval, Duration::from_secs(60));
+        assert_eq!(c.sightings.spool_batches, 10_000);
+        let c = Config::parse(
+            "state_dir = \"/s\"\n[sightings]\nlocation = \"name\"\nreport_interval = \"5m\"\nspool_batches = 50\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sightings.location, crate::redact::Location::Name);
+        assert_eq!(c.sightings.report_interval, Duration::from_secs(300));
+        assert_eq!(c.sightings.spool_batches, 50);
+        for (text, needle) in [
+            (
+                "[sightings]\nlocation = \"full\"\n",
+                "sightings.location: \"full\" is not one of",
+            ),
+            (
+                "[sightings]\nreport_interval = \"soon\"\n",
+                "sightings.report_interval",
+            ),
+            ("[sightings]\nspool_batches = 0\n", "sightings.spool_batches"),
+            ("[sightings]\nhostname = true\n", "unknown field `hostname`"),
+        ] {
+            let err =
+                Config::parse(&format!("state_dir = \"/s\"\n{text}"), "/etc/picket/agent.toml").unwrap_err();
+            assert!(err.starts_with("/etc/picket/agent.toml: "), "{err}");
+            assert!(err.contains(needle), "{err} should contain {needle}");
+        }
+    }
+
+    #[test]
+    fn the_collector_section() {
+        let base = "state_dir = \"/s\"\n[collector]\nca = \"/s/ca.pem\"\nkey = \"/s/agent.key\"\ncert = \"/s/agent.crt\"\ntrust = \"/s/trust.pub\"\n";
+        let c = Config::parse(
+            &format!("{base}address = \"collector.example:4433\"\n"),
+            "agent.toml",
+        )
+        .unwrap()
+        .collector
+        .unwrap();
+        assert_eq!(c.server_name, "collector.example");
+        assert_eq!(c.channel, "default");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(c.poll_interval, Duration::from_secs(300));
+        let c = Config::parse(&format!("{base}address = \"[::1]:4433\"\n"), "agent.toml")
+            .unwrap()
+            .collector
+            .unwrap();
+        assert_eq!(c.server_name, "::1");
+        assert_eq!(
+            Config::parse("state_dir = \"/s\"\n", "agent.toml")
+                .unwrap()
+                .collector,
+            None
+        );
+        for (extra, needle) in [
+            (
+                "address = \"collector.example\"\n",
+                "collector.address: \"collector.example\" is not HOST:PORT",
+            ),
+            (
+                "address = \"c:1\"\nheartbeat_interval = \"0s\"\n",
+                "collector.heartbeat_interval",
+            ),
+            (
+                "address = \"c:1\"\npoll_interval = \"often\"\n",
+                "collector.poll_interval",
+            ),
+            (
+                "address = \"c:1\"\nmachine_id_file = \"machine-id\"\n",
+                "collector.machine_id_file: machine-id is not an absolute path",
+            ),
+            (
+                "address = \"c:1\"\ntoken = \"pk1-...\"\n",
+                "unknown field `token`",
+            ),
+        ] {
+            let err = Config::parse(&format!("{base}{extra}"), "/etc/picket/agent.toml").unwrap_err();
             assert!(err.starts_with("/etc/picket/agent.toml: "), "{err}");
             assert!(err.contains(needle), "{err} should contain {needle}");
         }

@@ -1,28 +1,53 @@
 //! `picket-agent run`: the daemon. It keeps the set in force compiled, scans the configured roots
 //! at a low priority within the CPU budget, checks files as they are written, polls processes
-//! and connections, and records sightings.
+//! and connections, records sightings, queues their reports for the collector, and runs the
+//! link to the collector when the agent is enrolled.
 //!
 //! Threads:
 //! - the **file thread** (lowest CPU and I/O priority, paced by the [`Governor`]): a full scan
 //!   at start, after every set change (matched against the hash cache, so unchanged files are not
-//!   read again) and every `rescan_interval`; between scans, the paths the watcher reports;
-//! - the **main thread**: process and connection polls on their intervals, and a look at the
-//!   state directory every few seconds to pick up a newly imported set.
+//!   read again), after a reload that changes what is scanned, and every `rescan_interval`;
+//!   between scans, the paths the watcher reports;
+//! - the **main thread**: signals, process and connection polls on their intervals, a look at
+//!   the state directory every few seconds (at once when the link installed a set) to pick up a
+//!   new set, the reports queued for the collector, and `DIR/status.json`;
+//! - the **link thread** ([`crate::link`]), only with a `[collector]` section: sends the spool,
+//!   heartbeats ([`Health::heartbeat`]) and fetches sets.
 //!
-//! Each new sighting is written at once to the sightings file (atomically) and printed on
-//! stdout as one JSON object a line. The daemon is crash-only: it keeps no state that a kill
-//! would lose beyond the last few seconds of sighting counts, and has no shutdown sequence.
+//! Sightings: each new one is written at once to the sightings file (atomically), printed on
+//! stdout as one JSON object a line, and its report (made by [`crate::redact`], never the local
+//! record) queued in the on-disk [`Spool`] within a quarter of a second, so it can reach the
+//! collector within seconds. Count and last-seen updates of known sightings are queued together,
+//! at most once every `[sightings] report_interval`. The spool is kept whether or not the agent
+//! is enrolled (an agent enrolled later still reports what it saw), bounded by `spool_batches`.
+//! A crash between recording a sighting and queueing its report loses no sighting: the table
+//! has it, and the next time it is seen it is queued as an update.
+//!
+//! Signals: SIGTERM or SIGINT stops the daemon cleanly within about two seconds: pending reports
+//! are queued, the sightings table and the hash cache saved, the link told to stop, and
+//! [`run`] returns `Ok(())` (a second signal exits at once). SIGHUP re-reads the configuration
+//! file: a file that does not parse is refused with a message naming the file and the key, and
+//! the configuration in force stays. Reloaded at once: `[scan]` (roots, exclusions, sizes,
+//! filesystems, rescan interval, watching), `[processes]`, `[connections]`,
+//! `limits.cpu_budget` and `[sightings]`; `limits.memory_limit` applies from the next set
+//! loaded. Only at the next restart (the value in force stays, with a warning): `state_dir`,
+//! `limits.max_sightings`, `limits.cache_entries` and `[collector]`. A full scan in progress
+//! finishes with the configuration it started with.
+//!
+//! The daemon is otherwise crash-only: a kill loses at most the last few seconds of sighting
+//! counts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use picket_proto::{Freshness, Limits};
+use picket_proto::wire::{self, Heartbeat};
+use picket_proto::{Freshness, Limits, Part, Trusted};
 
 use crate::budget::{Governor, ThreadClock};
 use crate::cache::HashCache;
@@ -31,11 +56,16 @@ use crate::digest::Digests;
 use crate::host::{self, net, Poller, ProcessInfo};
 use crate::index::Hit;
 use crate::loaded::LoadedSet;
+use crate::redact::Redactor;
 use crate::scan::{self, Report, Scanner, Stats};
 use crate::sightings::{Observed, Seen, Sightings};
+use crate::spool::Spool;
+use crate::status::{self, CollectorStatus, ScanStatus, SetStatus, SpoolStatus, StatusReport};
 use crate::store::{write_atomically, SET_FILE};
 use crate::watch::{self, WatchEvent, Watcher};
 use crate::AgentError;
+
+pub use crate::status::LinkStatus;
 
 /// The sightings file's name in the state directory.
 pub const SIGHTINGS_FILE: &str = "sightings.pkt";
@@ -44,6 +74,18 @@ pub const CACHE_FILE: &str = crate::cache::CACHE_FILE;
 const SIGHTINGS_CAP: usize = 256 << 20;
 /// How often the state directory is looked at for a new set.
 const SET_CHECK: Duration = Duration::from_secs(2);
+/// The main thread's longest sleep: how soon it sees a signal or a set the link installed.
+const TICK: Duration = Duration::from_millis(200);
+/// New sightings found within this long of a queued one wait for the next tick, so a burst
+/// becomes a few batches rather than one per sighting.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// `status.json` is rewritten at least this often, and whenever it changes.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How long a stop waits for the file and link threads before it returns anyway.
+const STOP_GRACE: Duration = Duration::from_millis(1200);
+/// The kernel's unit for times in `/proc/self/stat` (`USER_HZ`), 100 on every Linux
+/// architecture Picket targets.
+const USER_HZ: u64 = 100;
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -51,12 +93,24 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Where sightings go: the table, its file, and the output stream.
+/// Where sightings go: the table, its file, the output stream, and the reports for the spool.
 struct Recorder {
     table: Sightings,
     dir: PathBuf,
     out: Box<dyn Write + Send>,
     dirty_since: Option<Instant>,
+    redactor: Redactor,
+    report_interval: Duration,
+    spool: Arc<Mutex<Spool>>,
+    wake: Arc<tokio::sync::Notify>,
+    /// Indicators with a new sighting whose report is not yet queued.
+    fresh: BTreeSet<String>,
+    /// Indicators whose known sightings were seen again since their last report.
+    updated: BTreeSet<String>,
+    last_flush: Instant,
+    last_updates: Instant,
+    /// The version of the set that made the last sighting.
+    set_version: u64,
 }
 
 impl Recorder {
@@ -69,6 +123,7 @@ impl Recorder {
             }
         };
         let what = hit.what.reported_kind();
+        self.set_version = set.version;
         let seen = self.table.observe(&ind.id, what, observed.clone(), unix_now());
         if seen == Seen::New {
             // Stored before it is announced: whoever reads the line can rely on the record.
@@ -91,8 +146,48 @@ impl Recorder {
             });
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
+            self.fresh.insert(ind.id);
+            if self.last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush(false);
+            }
         } else {
             self.dirty_since.get_or_insert_with(Instant::now);
+            self.updated.insert(ind.id);
+        }
+    }
+
+    /// Queues the reports of new sightings, and of updated ones when `report_interval` has
+    /// passed (or `all`): one pass over the table, the reports of every indicator concerned.
+    fn flush(&mut self, all: bool) {
+        let updates_due = all || self.last_updates.elapsed() >= self.report_interval;
+        let updates = updates_due && !self.updated.is_empty();
+        if self.fresh.is_empty() && !updates {
+            return;
+        }
+        let mut wanted = std::mem::take(&mut self.fresh);
+        if updates_due {
+            wanted.append(&mut self.updated);
+            self.last_updates = Instant::now();
+        } else {
+            // Their reports go now with the new ones: the totals are the same.
+            self.updated.retain(|i| !wanted.contains(i));
+        }
+        self.last_flush = Instant::now();
+        let reports = self.redactor.outbound(
+            self.table.iter().filter(|s| wanted.contains(&s.indicator)),
+            self.set_version,
+        );
+        if reports.is_empty() {
+            return;
+        }
+        let pushed = lock(&self.spool).push(reports);
+        match pushed {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => {
+                eprintln!("picket-agent: warning: queueing sightings for the collector: {e}");
+                // Tried again with the next updates.
+                self.updated.append(&mut wanted);
+            }
         }
     }
 
@@ -128,12 +223,70 @@ pub fn load_sightings(dir: &Path, max: usize) -> Sightings {
     }
 }
 
+/// The set in force, as status and heartbeats describe it.
+#[derive(Debug, Clone)]
+struct SetInfo {
+    channel: String,
+    version: u64,
+    created: i64,
+    /// The earliest expiry among root, manifest and timestamp, and which one it is.
+    expires: i64,
+    expiring: Part,
+    /// The newest `created` verified: the agent's clock never goes below it.
+    floor: i64,
+}
+
+impl SetInfo {
+    fn of(trusted: &Trusted) -> SetInfo {
+        let (expiring, expires) = match trusted.freshness(i64::MIN) {
+            Freshness::Fresh { until } => {
+                // `freshness` names the part only once it expired: ask at its expiry.
+                match trusted.freshness(until) {
+                    Freshness::Stale { what, .. } => (what, until),
+                    Freshness::Fresh { .. } => (Part::Timestamp, until),
+                }
+            }
+            Freshness::Stale { what, expired_at } => (what, expired_at),
+        };
+        SetInfo {
+            channel: trusted.manifest().channel.clone(),
+            version: trusted.manifest().version,
+            created: trusted.manifest().created,
+            expires,
+            expiring,
+            floor: trusted.effective_now(i64::MIN),
+        }
+    }
+
+    fn fresh(&self, wall: i64) -> bool {
+        wall.max(self.floor) < self.expires
+    }
+}
+
+/// The last complete full scan.
+#[derive(Debug, Clone, Copy)]
+struct LastScan {
+    finished: i64,
+    files: u64,
+    hashed: u64,
+    millis: u64,
+}
+
 struct Shared {
-    cfg: Config,
-    set: RwLock<Arc<LoadedSet>>,
+    cfg: RwLock<Arc<Config>>,
+    /// Bumped at each reload, so the file thread knows to look.
+    cfg_version: AtomicU64,
+    config_hash: Mutex<[u8; 32]>,
+    /// `None` only for an enrolled agent whose first set has not arrived yet.
+    set: RwLock<Option<Arc<LoadedSet>>>,
+    set_info: Mutex<Option<SetInfo>>,
     cache: Mutex<HashCache>,
     recorder: Mutex<Recorder>,
     set_changed: AtomicBool,
+    stop: Arc<AtomicBool>,
+    last_scan: Mutex<Option<LastScan>>,
+    spool: Arc<Mutex<Spool>>,
+    link: Arc<Mutex<LinkStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,14 +295,132 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn current(shared: &Shared) -> Arc<LoadedSet> {
+fn current(shared: &Shared) -> Option<Arc<LoadedSet>> {
     shared.set.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Runs the daemon until it is killed. New sightings go to `out`, one JSON object a line.
-pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
+fn config(shared: &Shared) -> Arc<Config> {
+    shared.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The daemon's health, for the link's heartbeats.
+#[derive(Clone)]
+pub struct Health {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    /// A heartbeat from the daemon's current state: versions, the config's hash, the last full
+    /// scan, this process's CPU time and resident memory, and the spool.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let s = &self.shared;
+        let set = lock(&s.set_info).clone();
+        let channel = match (&set, &config(s).collector) {
+            (Some(i), _) => i.channel.clone(),
+            (None, Some(c)) => c.channel.clone(),
+            (None, None) => String::new(),
+        };
+        let scan = match *lock(&s.last_scan) {
+            Some(l) => wire::ScanStats {
+                files: l.files,
+                hashed: l.hashed,
+                finished: Some(l.finished),
+                millis: l.millis,
+            },
+            None => wire::ScanStats::default(),
+        };
+        let (spool_depth, spool_dropped, epoch, last_seq) = {
+            let sp = lock(&s.spool);
+            (
+                sp.pending_batches() as u64,
+                sp.dropped(),
+                sp.epoch(),
+                sp.last_seq(),
+            )
+        };
+        let (cpu_millis, rss_bytes) = process_usage();
+        Heartbeat {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            channel,
+            set_version: set.as_ref().map(|i| i.version),
+            set_created: set.as_ref().map(|i| i.created),
+            config_hash: *lock(&s.config_hash),
+            scan,
+            cpu_millis,
+            rss_bytes,
+            spool_depth,
+            spool_dropped,
+            epoch,
+            last_seq,
+        }
+    }
+}
+
+/// CPU time used by this process (user and system, all threads, in milliseconds) and its
+/// resident memory (bytes), from `/proc/self`; zero where it cannot be read.
+fn process_usage() -> (u64, u64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| parse_stat_cpu_millis(&t))
+        .unwrap_or(0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| parse_status_rss(&t))
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in milliseconds. The command name (field 2) is
+/// in parentheses and may hold spaces and parentheses itself, so fields are counted after its
+/// last `)`.
+fn parse_stat_cpu_millis(text: &str) -> Option<u64> {
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime.saturating_add(stime).saturating_mul(1000) / USER_HZ)
+}
+
+/// `VmRSS` of a `/proc/PID/status` text, in bytes.
+fn parse_status_rss(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => Some(n.saturating_mul(1024)),
+        _ => None,
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then stops cleanly and returns `Ok(())`. New
+/// sightings go to `out`, one JSON object a line. `config_path` is the file `cfg` came from:
+/// SIGHUP re-reads it, and heartbeats carry its hash.
+pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
     let limits = Limits::default();
     let dir = cfg.state_dir.clone();
+    // Signals first, so a stop asked for during a long start is not lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    let signal_error = |e: io::Error| {
+        AgentError::io(config_path)(io::Error::other(format!("installing the signal handlers: {e}")))
+    };
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once (status 1).
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).map_err(signal_error)?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(signal_error)?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).map_err(signal_error)?;
+    let config_hash = std::fs::read(config_path)
+        .map(|b| picket_proto::sha256(&b))
+        .unwrap_or([0; 32]);
+
     // One daemon per state directory: the second would fight the first over the cache and the
     // sightings file. The lock lives as long as this function.
     let lock_path = dir.join("daemon.lock");
@@ -165,16 +436,28 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
     }
     // A daemon killed while saving leaves a temporary file behind; with the lock held, any such
     // file is stale.
-    for name in [SIGHTINGS_FILE, CACHE_FILE] {
+    for name in [SIGHTINGS_FILE, CACHE_FILE, status::STATUS_FILE] {
         crate::store::remove_stale_temps(&dir, name)?;
     }
-    let (set, trusted) = LoadedSet::from_state(&dir, &limits, cfg.memory_limit)?
-        .ok_or_else(|| AgentError::NoSet { path: dir.clone() })?;
-    report_loaded(&set, &trusted);
-    // `Trusted` owns a copy of the whole snapshot (96 MiB for a million SHA-256 indicators);
-    // the index and the open state file are all matching needs, and this function never
-    // returns, so a binding kept to the end would hold it for the daemon's lifetime.
-    drop(trusted);
+    let (set, set_info) = match LoadedSet::from_state(&dir, &limits, cfg.memory_limit)? {
+        Some((set, trusted)) => {
+            report_loaded(&set, &trusted);
+            let info = SetInfo::of(&trusted);
+            // `Trusted` owns a copy of the whole snapshot (96 MiB for a million SHA-256
+            // indicators); the index and the open state file are all matching needs.
+            drop(trusted);
+            (Some(Arc::new(set)), Some(info))
+        }
+        // Enrolled: the link brings the first set.
+        None if cfg.collector.is_some() => {
+            eprintln!(
+                "picket-agent: no set installed in {} yet; waiting for one from the collector",
+                dir.display()
+            );
+            (None, None)
+        }
+        None => return Err(AgentError::NoSet { path: dir }),
+    };
     let (cache, discarded) = HashCache::load(&dir.join(CACHE_FILE), cfg.cache_entries)?;
     if let Some(d) = discarded {
         eprintln!(
@@ -183,17 +466,40 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
             d.reason
         );
     }
+    let spool = Arc::new(Mutex::new(Spool::open(&dir, cfg.sightings.spool_batches)?));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let link = Arc::new(Mutex::new(LinkStatus {
+        collector: cfg.collector.as_ref().map(|c| c.address.clone()),
+        ..LinkStatus::default()
+    }));
+    let set_version = set.as_ref().map_or(0, |s| s.version);
     let shared = Arc::new(Shared {
-        set: RwLock::new(Arc::new(set)),
+        set: RwLock::new(set),
+        set_info: Mutex::new(set_info),
         cache: Mutex::new(cache),
         recorder: Mutex::new(Recorder {
             table: load_sightings(&dir, cfg.max_sightings),
             dir: dir.clone(),
             out,
             dirty_since: None,
+            redactor: Redactor::for_host(cfg.sightings.location),
+            report_interval: cfg.sightings.report_interval,
+            spool: spool.clone(),
+            wake: wake.clone(),
+            fresh: BTreeSet::new(),
+            updated: BTreeSet::new(),
+            last_flush: Instant::now() - FLUSH_EVERY,
+            last_updates: Instant::now(),
+            set_version,
         }),
         set_changed: AtomicBool::new(false),
-        cfg,
+        stop: stop.clone(),
+        last_scan: Mutex::new(None),
+        spool,
+        link,
+        cfg_version: AtomicU64::new(0),
+        config_hash: Mutex::new(config_hash),
+        cfg: RwLock::new(Arc::new(cfg)),
     });
     let files = {
         let shared = shared.clone();
@@ -202,35 +508,66 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
             .spawn(move || file_thread(&shared))
             .map_err(AgentError::io(&dir))?
     };
+    let set_installed = Arc::new(AtomicBool::new(false));
+    let link_thread = match config(&shared).collector.clone() {
+        Some(collector) => {
+            let health = Health {
+                shared: shared.clone(),
+            };
+            let ctx = crate::link::LinkContext {
+                config: collector,
+                state_dir: dir.clone(),
+                spool: shared.spool.clone(),
+                wake: wake.clone(),
+                heartbeat: Arc::new(move || health.heartbeat()),
+                status: shared.link.clone(),
+                stop: stop.clone(),
+                set_installed: set_installed.clone(),
+            };
+            Some(crate::link::spawn(ctx).map_err(AgentError::io(&dir))?)
+        }
+        None => None,
+    };
+
     let mut poller = Poller::new();
     let mut next_procs = Instant::now();
     let mut next_conns = Instant::now();
     let mut next_set_check = Instant::now() + SET_CHECK;
     let mut set_identity = state_identity(&dir);
     let mut buf = vec![0u8; 1 << 20];
-    loop {
+    let mut last_status: Option<(StatusReport, Instant)> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if reload.swap(false, Ordering::SeqCst) {
+            reload_config(&shared, config_path);
+        }
+        let cfg = config(&shared);
         let now = Instant::now();
-        if let Some(every) = shared.cfg.process_poll {
+        if let Some(every) = cfg.process_poll {
             if now >= next_procs {
                 let procs = poller.poll();
                 check_processes(&shared, &procs, &mut buf);
                 next_procs = now + every;
             }
         }
-        if let Some(every) = shared.cfg.connection_poll {
+        if let Some(every) = cfg.connection_poll {
             if now >= next_conns {
                 check_connections(&shared);
                 next_conns = now + every;
             }
         }
+        if set_installed.swap(false, Ordering::SeqCst) {
+            next_set_check = now;
+        }
         if now >= next_set_check {
             let id = state_identity(&dir);
             if id != set_identity {
                 set_identity = id;
-                match LoadedSet::from_state(&dir, &limits, shared.cfg.memory_limit) {
+                match LoadedSet::from_state(&dir, &limits, cfg.memory_limit) {
                     Ok(Some((set, trusted))) => {
                         report_loaded(&set, &trusted);
-                        *shared.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                        *lock(&shared.set_info) = Some(SetInfo::of(&trusted));
+                        drop(trusted);
+                        *shared.set.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(set));
                         shared.set_changed.store(true, Ordering::SeqCst);
                         // Processes already running are checked against the new set too.
                         poller = Poller::new();
@@ -245,6 +582,8 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
             lock(&shared.recorder).save_if_stale();
             next_set_check = now + SET_CHECK;
         }
+        lock(&shared.recorder).flush(false);
+        write_status(&shared, &mut last_status, false);
         let _held = &daemon_lock;
         if files.is_finished() {
             return Err(AgentError::io(&dir)(io::Error::other(
@@ -253,15 +592,180 @@ pub fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<(), AgentError> {
         }
         let next = [
             Some(next_set_check),
-            shared.cfg.process_poll.map(|_| next_procs),
-            shared.cfg.connection_poll.map(|_| next_conns),
+            cfg.process_poll.map(|_| next_procs),
+            cfg.connection_poll.map(|_| next_conns),
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(next_set_check);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(SET_CHECK));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(TICK));
     }
+    shut_down(&shared, &wake, files, link_thread, &mut last_status);
+    Ok(())
+}
+
+/// The clean stop: reports queued, table and cache saved, link stopped, a last status written.
+fn shut_down(
+    shared: &Shared,
+    wake: &tokio::sync::Notify,
+    files: std::thread::JoinHandle<()>,
+    link: Option<std::thread::JoinHandle<()>>,
+    last_status: &mut Option<(StatusReport, Instant)>,
+) {
+    let deadline = Instant::now() + STOP_GRACE;
+    eprintln!("picket-agent: stopping");
+    shared.stop.store(true, Ordering::SeqCst);
+    // The link may be waiting for a batch: let it see the stop.
+    wake.notify_one();
+    {
+        let mut rec = lock(&shared.recorder);
+        rec.flush(true);
+        rec.save();
+    }
+    {
+        let cfg = config(shared);
+        let mut cache = lock(&shared.cache);
+        if cache.is_dirty() {
+            if let Err(e) = cache.save(&cfg.state_dir.join(CACHE_FILE)) {
+                eprintln!("picket-agent: warning: saving the hash cache: {e}");
+            }
+        }
+    }
+    // The file thread stops between two files or events; a full scan in progress does not wait
+    // for (its work so far is in the cache just saved).
+    for t in [Some(files), link].into_iter().flatten() {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+    {
+        let mut l = lock(&shared.link);
+        l.connected = false;
+    }
+    write_status(shared, last_status, true);
+    eprintln!("picket-agent: stopped");
+}
+
+/// SIGHUP: re-reads the configuration file; a bad one is refused and the one in force stays.
+fn reload_config(shared: &Shared, path: &Path) {
+    let origin = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("picket-agent: error: {origin}: {e}; the configuration in force stays");
+            return;
+        }
+    };
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|e| format!("{origin}: not UTF-8 text: {e}"))
+        .and_then(|t| Config::parse(t, &origin));
+    let mut new = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("picket-agent: error: {e}; the configuration in force stays");
+            return;
+        }
+    };
+    let old = config(shared);
+    let mut kept = Vec::new();
+    if new.state_dir != old.state_dir {
+        kept.push("state_dir");
+        new.state_dir = old.state_dir.clone();
+    }
+    if new.max_sightings != old.max_sightings {
+        kept.push("limits.max_sightings");
+        new.max_sightings = old.max_sightings;
+    }
+    if new.cache_entries != old.cache_entries {
+        kept.push("limits.cache_entries");
+        new.cache_entries = old.cache_entries;
+    }
+    if new.collector != old.collector {
+        kept.push("[collector]");
+        new.collector = old.collector.clone();
+    }
+    for key in kept {
+        eprintln!("picket-agent: warning: {origin}: {key} changes only at the next restart; the value in force stays");
+    }
+    {
+        // Accounts added since are redacted from now on too.
+        let mut rec = lock(&shared.recorder);
+        rec.redactor = Redactor::for_host(new.sightings.location);
+        rec.report_interval = new.sightings.report_interval;
+    }
+    lock(&shared.spool).set_max_batches(new.sightings.spool_batches);
+    *lock(&shared.config_hash) = picket_proto::sha256(&text);
+    *shared.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    shared.cfg_version.fetch_add(1, Ordering::SeqCst);
+    eprintln!("picket-agent: configuration reloaded from {origin}");
+}
+
+/// What `status.json` says now.
+fn status_report(shared: &Shared, stopped: bool) -> StatusReport {
+    let now = unix_now();
+    let set = lock(&shared.set_info).clone();
+    let sightings = lock(&shared.recorder).table.len() as u64;
+    let spool = {
+        let sp = lock(&shared.spool);
+        SpoolStatus {
+            depth: sp.pending_batches() as u64,
+            dropped: sp.dropped(),
+            epoch: format!("{:016x}", sp.epoch()),
+            last_seq: sp.last_seq(),
+        }
+    };
+    let link = lock(&shared.link).clone();
+    StatusReport {
+        written: now,
+        pid: std::process::id(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        stopped,
+        set: set.map(|set| SetStatus {
+            fresh: set.fresh(now),
+            channel: set.channel,
+            version: set.version,
+            created: set.created,
+            expires: set.expires,
+            expiring: set.expiring.to_string(),
+        }),
+        last_scan: lock(&shared.last_scan).map(|l| ScanStatus {
+            finished: l.finished,
+            files: l.files,
+            hashed: l.hashed,
+            millis: l.millis,
+        }),
+        sightings,
+        spool,
+        collector: CollectorStatus {
+            enrolled: config(shared).collector.is_some(),
+            address: link.collector,
+            connected: link.connected,
+            last_contact: link.last_contact,
+            last_error: link.last_error,
+        },
+    }
+}
+
+/// Writes `status.json` when it changed or `STATUS_EVERY` passed (or `stopped`, always).
+fn write_status(shared: &Shared, last: &mut Option<(StatusReport, Instant)>, stopped: bool) {
+    let report = status_report(shared, stopped);
+    if let Some((prev, at)) = last {
+        let same = StatusReport {
+            written: prev.written,
+            ..report.clone()
+        } == *prev;
+        if same && at.elapsed() < STATUS_EVERY && !stopped {
+            return;
+        }
+    }
+    if let Err(e) = status::write(&config(shared).state_dir, &report) {
+        eprintln!("picket-agent: warning: writing the status file: {e}");
+    }
+    *last = Some((report, Instant::now()));
 }
 
 fn state_identity(dir: &Path) -> Option<(u64, u64, i64, i64)> {
@@ -270,7 +774,7 @@ fn state_identity(dir: &Path) -> Option<(u64, u64, i64, i64)> {
         .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
 }
 
-fn report_loaded(set: &LoadedSet, trusted: &picket_proto::Trusted) {
+fn report_loaded(set: &LoadedSet, trusted: &Trusted) {
     eprintln!(
         "picket-agent: set version={} channel={} indicators={} unknown_kinds={} index_bytes={}",
         set.version,
@@ -339,59 +843,116 @@ impl Report for FileReport<'_> {
     }
 }
 
+/// What the file thread derives from the configuration.
+struct FileSetup {
+    cfg: Arc<Config>,
+    opts: scan::Options,
+    watcher: Option<(Watcher, std::sync::mpsc::Receiver<WatchEvent>)>,
+}
+
+impl FileSetup {
+    fn new(cfg: Arc<Config>) -> FileSetup {
+        let opts = scan::Options {
+            max_file_size: cfg.max_file_size,
+            one_filesystem: !cfg.cross_filesystems,
+            exclude: cfg.exclude.clone(),
+        };
+        let watcher = if cfg.watch && !cfg.roots.is_empty() {
+            let wopts = watch::Options {
+                exclude: cfg.exclude.clone(),
+                one_filesystem: !cfg.cross_filesystems,
+                ..watch::Options::default()
+            };
+            match Watcher::start(&cfg.roots, &wopts) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("picket-agent: warning: not watching files ({e}); rescans only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        FileSetup { cfg, opts, watcher }
+    }
+
+    /// Whether `other` scans differently (so a full scan is due).
+    fn scans_like(&self, other: &Config) -> bool {
+        let c = &self.cfg;
+        c.roots == other.roots
+            && c.exclude == other.exclude
+            && c.max_file_size == other.max_file_size
+            && c.cross_filesystems == other.cross_filesystems
+            && c.watch == other.watch
+    }
+}
+
 fn file_thread(shared: &Shared) {
     match host::priority::lower_current_thread() {
         Ok(l) => eprintln!("picket-agent: file thread at low priority: {l:?}"),
         Err(e) => eprintln!("picket-agent: warning: could not lower the file thread's priority: {e}"),
     }
-    let cfg = &shared.cfg;
-    let opts = scan::Options {
-        max_file_size: cfg.max_file_size,
-        one_filesystem: !cfg.cross_filesystems,
-        exclude: cfg.exclude.clone(),
-    };
-    let governor = || {
+    let governor = |budget: f64| {
         let mut clock = ThreadClock::open().ok()?;
         let start = Instant::now();
         let cpu = clock.cpu_ns().ok()?;
         Some((
-            Governor::new(cfg.cpu_budget, Duration::from_millis(100), cpu, 0),
+            Governor::new(budget, Duration::from_millis(100), cpu, 0),
             clock,
             start,
         ))
     };
-    let watcher = if cfg.watch && !cfg.roots.is_empty() {
-        let wopts = watch::Options {
-            exclude: cfg.exclude.clone(),
-            one_filesystem: !cfg.cross_filesystems,
-            ..watch::Options::default()
-        };
-        match Watcher::start(&cfg.roots, &wopts) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                eprintln!("picket-agent: warning: not watching files ({e}); rescans only");
-                None
+    // An enrolled agent may start before its first set arrives: nothing to match until then,
+    // and a set never goes away once there.
+    while current(shared).is_none() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut applied = shared.cfg_version.load(Ordering::SeqCst);
+    let mut setup = FileSetup::new(config(shared));
+    let mut full_scan_due = Instant::now();
+    let mut last_full_scan = Instant::now();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let version = shared.cfg_version.load(Ordering::SeqCst);
+        if version != applied {
+            applied = version;
+            let cfg = config(shared);
+            if !setup.scans_like(&cfg) {
+                // The old watches go before the new ones are made.
+                setup.watcher = None;
+                setup = FileSetup::new(cfg);
+                eprintln!(
+                    "picket-agent: scanning {} root(s) under the reloaded configuration",
+                    setup.cfg.roots.len()
+                );
+                full_scan_due = Instant::now();
+            } else {
+                if cfg.rescan_interval != setup.cfg.rescan_interval {
+                    full_scan_due = last_full_scan + cfg.rescan_interval;
+                }
+                setup.cfg = cfg;
             }
         }
-    } else {
-        None
-    };
-    let mut full_scan_due = Instant::now();
-    loop {
         if shared.set_changed.swap(false, Ordering::SeqCst) {
             full_scan_due = Instant::now();
         }
+        let cfg = setup.cfg.clone();
+        let Some(set) = current(shared) else { return };
         if Instant::now() >= full_scan_due {
-            let set = current(shared);
             let mut report = FileReport {
                 shared,
                 set: &set,
-                governor: governor(),
+                governor: governor(cfg.cpu_budget),
                 last_pace: (0, 0),
             };
             lock(&shared.cache).begin_generation();
             let started = Instant::now();
-            let mut scanner = Scanner::new(set.index(), &opts, Some(&shared.cache));
+            let mut scanner = Scanner::new(set.index(), &setup.opts, Some(&shared.cache));
             scanner.scan(&cfg.roots, &mut report);
             let stats = scanner.stats.clone();
             let mut cache = lock(&shared.cache);
@@ -400,6 +961,13 @@ fn file_thread(shared: &Shared) {
                 eprintln!("picket-agent: warning: saving the hash cache: {e}");
             }
             drop(cache);
+            let took = started.elapsed();
+            *lock(&shared.last_scan) = Some(LastScan {
+                finished: unix_now(),
+                files: stats.files,
+                hashed: stats.hashed,
+                millis: took.as_millis() as u64,
+            });
             eprintln!(
                 "picket-agent: scan done set_version={} files={} hashed={} bytes={} cached={} skipped={} errors={} swept={} seconds={:.1}",
                 set.version,
@@ -410,24 +978,25 @@ fn file_thread(shared: &Shared) {
                 stats.skipped,
                 stats.errors,
                 swept,
-                started.elapsed().as_secs_f64()
+                took.as_secs_f64()
             );
-            full_scan_due = Instant::now() + cfg.rescan_interval;
+            last_full_scan = Instant::now();
+            full_scan_due = last_full_scan + cfg.rescan_interval;
         }
         let wait = full_scan_due
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(500));
-        match &watcher {
+        match &setup.watcher {
             Some((_, events)) => match events.recv_timeout(wait) {
                 Ok(WatchEvent::Changed(path)) => {
-                    let set = current(shared);
+                    let set = current(shared).unwrap_or(set);
                     let mut report = FileReport {
                         shared,
                         set: &set,
                         governor: None,
                         last_pace: (0, 0),
                     };
-                    let mut scanner = Scanner::new(set.index(), &opts, Some(&shared.cache));
+                    let mut scanner = Scanner::new(set.index(), &setup.opts, Some(&shared.cache));
                     scanner.check_path(&path, &mut report);
                 }
                 Ok(WatchEvent::Rescan(reason)) => {
@@ -443,7 +1012,7 @@ fn file_thread(shared: &Shared) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     eprintln!("picket-agent: warning: the file watcher stopped; rescans only");
-                    std::thread::sleep(wait);
+                    setup.watcher = None;
                 }
             },
             None => std::thread::sleep(wait),
@@ -454,7 +1023,7 @@ fn file_thread(shared: &Shared) {
 /// Matches processes against the set: name, executable path, command line, and the
 /// executable's digests (through the hash cache) when the set holds process hashes.
 fn check_processes(shared_set: &Shared, procs: &[ProcessInfo], buf: &mut [u8]) {
-    let set = current(shared_set);
+    let Some(set) = current(shared_set) else { return };
     let kinds = set.index().process_kinds();
     let mut hits = Vec::new();
     for p in procs {
@@ -496,7 +1065,7 @@ fn check_processes(shared_set: &Shared, procs: &[ProcessInfo], buf: &mut [u8]) {
 }
 
 fn check_connections(shared: &Shared) {
-    let set = current(shared);
+    let Some(set) = current(shared) else { return };
     let sockets = match net::read_sockets() {
         Ok(s) => s,
         Err(e) => {
@@ -527,5 +1096,44 @@ fn check_connections(shared: &Shared) {
         for h in &hits {
             rec.record(&set, h, Observed::Connection(ip.to_string()), &detail);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // A real /proc/PID/stat line, with a hostile command name; utime 250 and stime 50
+        // ticks are 3 seconds.
+        let line = "4242 (evil) (x y) S 1 4242 4242 0 -1 4194560 2000 0 0 0 250 50 0 0 39 19 6 0 \
+                    12345 1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
+        assert_eq!(parse_stat_cpu_millis(line), Some(3_000));
+        assert_eq!(parse_stat_cpu_millis("4242 (x) S 1"), None);
+        assert_eq!(parse_stat_cpu_millis("no parenthesis"), None);
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_status() {
+        let text = "Name:\tpicket-agent\nVmPeak:\t  900000 kB\nVmRSS:\t   20480 kB\nThreads:\t4\n";
+        assert_eq!(parse_status_rss(text), Some(20 << 20));
+        assert_eq!(parse_status_rss("Name:\tx\n"), None);
+        assert_eq!(parse_status_rss("VmRSS:\t12 pages\n"), None);
+    }
+
+    #[test]
+    fn this_process_reports_cpu_time_and_memory() {
+        // Burn a little CPU so the count is above zero.
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let (cpu, rss) = process_usage();
+        assert!(cpu >= 10, "cpu {cpu} ms");
+        assert!(rss > 1 << 20, "rss {rss}");
     }
 }

@@ -10,6 +10,9 @@
 //! - [`budget`]: the CPU governor (a token bucket fed with CPU and wall time).
 //! - [`sightings`]: one record per (indicator, observable), deduplicated across rescans.
 //! - [`config`]: `agent.toml`, parsed from text.
+//! - [`redact`]: what leaves the host: a local sighting turned into the report the collector
+//!   receives (home directories and user names replaced, matched values withheld, times
+//!   bucketed).
 //!
 //! Shells:
 //! - [`store`]: the state directory; imports a set file through
@@ -20,6 +23,12 @@
 //! - [`scan`]: the walker.
 //! - [`watch`]: file events (notify), debounced.
 //! - [`host`]: processes, connections and scheduling priority (Linux; one module per concern).
+//! - [`spool`]: sighting batches on disk, numbered (epoch, sequence), until acknowledged.
+//! - [`status`]: the link's state and `DIR/status.json`, which `picket-agent status` reads.
+//! - [`link`]: the live channel to the collector: TLS, the protocol client, the session that
+//!   fetches sets, delivers the spool, sends heartbeats and renews the client certificate.
+//! - [`enroll`]: `picket-agent enroll`, which spends a token and writes a working state
+//!   directory.
 //! - [`daemon`]: `picket-agent run`, which ties them together.
 
 #![forbid(unsafe_code)]
@@ -29,11 +38,16 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod digest;
+pub mod enroll;
 pub mod host;
 pub mod index;
+pub mod link;
 pub mod loaded;
+pub mod redact;
 pub mod scan;
 pub mod sightings;
+pub mod spool;
+pub mod status;
 pub mod store;
 pub mod watch;
 

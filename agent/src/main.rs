@@ -18,6 +18,7 @@ use picket_agent::index::{Hit, What};
 use picket_agent::loaded::LoadedSet;
 use picket_agent::scan::{self, Report, Scanner};
 use picket_agent::sightings::Observed;
+use picket_agent::status::StatusReport;
 use picket_agent::store::{self, Imported, StateDir};
 use picket_agent::AgentError;
 use picket_proto::{rfc3339, Freshness, Limits, SetFile, TrustAnchor, Trusted};
@@ -33,6 +34,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Enrol with a collector: make this host's key, spend an enrolment token, and write a
+    /// working DIR/agent.toml (then run `picket-agent run --config DIR/agent.toml`).
+    #[command(after_help = EXIT_HELP)]
+    Enroll {
+        /// The state directory to enrol into (created 0700).
+        #[arg(long)]
+        state: PathBuf,
+        /// The collector's agent channel, HOST:PORT ([IPV6]:PORT).
+        #[arg(long)]
+        collector: String,
+        /// The enrolment token. Other local users can read a command line: prefer --token-file.
+        #[arg(long, conflicts_with = "token_file", required_unless_present = "token_file")]
+        token: Option<String>,
+        /// A file holding the enrolment token, or `-` to read it from standard input.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The trust anchor (`root.pub` from the collector) that sets are verified against.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The collector CA certificate. Without it the collector is trusted through the CA pin
+        /// the token carries; with it, its key must match that pin.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A directory to scan and watch (repeatable), written to `[scan] roots`.
+        #[arg(long = "root")]
+        roots: Vec<PathBuf>,
+        /// The channel whose sets the agent follows.
+        #[arg(long, default_value = "default")]
+        channel: String,
+        /// Read the machine id from this file instead of /etc/machine-id (containers, tests).
+        #[arg(long)]
+        machine_id_file: Option<PathBuf>,
+        /// The name the collector's certificate carries, when it is not the HOST of --collector.
+        #[arg(long)]
+        server_name: Option<String>,
+        /// Replace an enrolment DIR already holds.
+        #[arg(long)]
+        force: bool,
+    },
     /// Verify a signed set file and install it as the agent's current set (offline update).
     #[command(after_help = EXIT_HELP)]
     ImportSet {
@@ -89,7 +129,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show the sightings recorded on this host.
+    /// Show the sightings recorded on this host, or (--outbound) exactly what the agent sends
+    /// the collector for them.
     Sightings {
         /// The state directory.
         #[arg(long)]
@@ -97,8 +138,17 @@ enum Command {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+        /// Print the reports that leave the host (redacted, aggregated, times rounded), not the
+        /// local records.
+        #[arg(long)]
+        outbound: bool,
+        /// The configuration whose `[sightings] location` applies (default: DIR/agent.toml if
+        /// present, else the default `redacted`).
+        #[arg(long, requires = "outbound")]
+        config: Option<PathBuf>,
     },
-    /// Show the installed set: version, channel, freshness.
+    /// Show the installed set (version, channel, freshness) and what the daemon last reported:
+    /// last full scan, spool depth, collector link.
     Status {
         /// The state directory.
         #[arg(long)]
@@ -126,6 +176,43 @@ fn wall_clock() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The enrolment token from the command line, a file, or standard input (`-`). Its text is
+/// never echoed, not even in an error.
+fn read_token(token: Option<String>, file: Option<PathBuf>) -> Result<picket_proto::EnrollToken> {
+    const CAP: u64 = 4096;
+    let (text, origin) = match (token, file) {
+        (Some(t), _) => {
+            eprintln!(
+                "picket-agent: note: a token on the command line can be read by other local users and stays in shell history; --token-file FILE or --token-file - (standard input) avoid that"
+            );
+            (t, "--token".to_owned())
+        }
+        (None, Some(p)) => {
+            let mut buf = Vec::new();
+            let origin = if p == Path::new("-") {
+                std::io::Read::read_to_end(&mut std::io::Read::take(io::stdin().lock(), CAP + 1), &mut buf)
+                    .context("reading the token from standard input")?;
+                "the token on standard input".to_owned()
+            } else {
+                let f = std::fs::File::open(&p)
+                    .with_context(|| format!("reading the token file {}", p.display()))?;
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, CAP + 1), &mut buf)
+                    .with_context(|| format!("reading the token file {}", p.display()))?;
+                format!("the token file {}", p.display())
+            };
+            if buf.len() as u64 > CAP {
+                anyhow::bail!("{origin} is larger than {CAP} bytes: not an enrolment token");
+            }
+            (
+                String::from_utf8(buf).map_err(|_| anyhow::anyhow!("{origin} is not text"))?,
+                origin,
+            )
+        }
+        (None, None) => anyhow::bail!("give --token TOKEN or --token-file FILE (`-` for standard input)"),
+    };
+    picket_proto::EnrollToken::parse(&text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+}
+
 fn read_anchor(path: &Path) -> Result<TrustAnchor> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading trust anchor {}", path.display()))?;
@@ -135,6 +222,56 @@ fn read_anchor(path: &Path) -> Result<TrustAnchor> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let limits = Limits::default();
     match cli.command {
+        Command::Enroll {
+            state,
+            collector,
+            token,
+            token_file,
+            trust,
+            ca,
+            roots,
+            channel,
+            machine_id_file,
+            server_name,
+            force,
+        } => {
+            let opts = picket_agent::enroll::EnrollOptions {
+                state,
+                token: read_token(token, token_file)?,
+                collector,
+                server_name,
+                trust,
+                ca,
+                roots,
+                channel,
+                machine_id_file,
+                force,
+            };
+            let done = picket_agent::enroll::enroll(&opts)?;
+            println!(
+                "enrolled as agent {} with collector {}; client certificate valid until {}",
+                done.agent,
+                opts.collector,
+                rfc3339(done.not_after)
+            );
+            match &done.first_set {
+                Ok(Some(Imported::NewVersion { to, records, .. })) => {
+                    println!("installed set version {to}, {records} indicators")
+                }
+                Ok(Some(Imported::Refreshed { version } | Imported::AlreadyInstalled { version })) => {
+                    println!("set version {version} is installed")
+                }
+                Ok(None) => println!("the collector has no newer set to install yet"),
+                Err(e) => eprintln!(
+                    "picket-agent: warning: enrolled, but the first set was not installed: {e}; the daemon keeps asking"
+                ),
+            }
+            println!(
+                "wrote {0}; start the agent with: picket-agent run --config {0}",
+                done.config.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ImportSet { state, trust, file } => {
             let anchor = read_anchor(&trust)?;
             let bytes = store::read_capped(&file, limits.max_set_file() as u64)?;
@@ -256,10 +393,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { config } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!(e))?;
-            daemon::run(cfg, Box::new(io::stdout()))?;
+            daemon::run(cfg, &config, Box::new(io::stdout()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sightings { state, json } => {
+        Command::Sightings {
+            state,
+            json,
+            outbound: true,
+            config,
+        } => print_outbound(&state, config.as_deref(), json, &limits),
+        Command::Sightings { state, json, .. } => {
             let table = daemon::load_sightings(&state, usize::MAX);
             for s in table.iter() {
                 let (kind, value) = match &s.observed {
@@ -287,9 +430,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { state, json } => {
-            let t =
-                store::load_set(&state, &limits)?.ok_or_else(|| AgentError::NoSet { path: state.clone() })?;
+            let daemon = picket_agent::status::read(&state).map_err(|e| anyhow::anyhow!(e))?;
             let wall = wall_clock();
+            let Some(t) = store::load_set(&state, &limits)? else {
+                // An enrolled daemon waiting for its first set still has a status to show.
+                let Some(report) = daemon else {
+                    return Err(AgentError::NoSet { path: state }.into());
+                };
+                if json {
+                    let mut v = serde_json::json!({ "set_version": null, "fresh": null });
+                    add_daemon_json(&mut v, Some(&report), wall);
+                    println!("{v}");
+                } else {
+                    println!("no indicator set installed yet");
+                    print_daemon(Some(&report), wall);
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
             let (fresh, detail) = match t.freshness(wall) {
                 Freshness::Fresh { until } => (true, format!("fresh until {}", rfc3339(until))),
                 Freshness::Stale { what, expired_at } => {
@@ -297,7 +454,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             if json {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "org": t.root().org,
                     "channel": t.manifest().channel,
                     "set_version": t.manifest().version,
@@ -308,6 +465,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "fresh": fresh,
                     "expires": t.timestamp().expires.min(t.manifest().expires).min(t.root().expires),
                 });
+                add_daemon_json(&mut v, daemon.as_ref(), wall);
                 println!("{v}");
             } else {
                 println!(
@@ -318,10 +476,129 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     t.snapshot().len(),
                     t.root().version
                 );
+                print_daemon(daemon.as_ref(), wall);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `sightings --outbound`: the reports the agent sends for the sightings recorded here.
+fn print_outbound(state: &Path, config: Option<&Path>, json: bool, limits: &Limits) -> Result<ExitCode> {
+    let default_config = state.join("agent.toml");
+    let config = config.or_else(|| default_config.exists().then_some(default_config.as_path()));
+    let mode = match config {
+        Some(path) => {
+            Config::load(path)
+                .map_err(|e| anyhow::anyhow!(e))?
+                .sightings
+                .location
+        }
+        None => picket_agent::redact::Location::default(),
+    };
+    eprintln!(
+        "picket-agent: location = {:?} (from {})",
+        mode.name(),
+        config.map_or_else(|| "the default".to_owned(), |p| p.display().to_string())
+    );
+    let set_version = store::load_set(state, limits)?.map_or(0, |t| t.manifest().version);
+    let table = daemon::load_sightings(state, usize::MAX);
+    let redactor = picket_agent::redact::Redactor::for_host(mode);
+    for r in redactor.outbound(table.iter(), set_version) {
+        if json {
+            let v = serde_json::json!({
+                "indicator": r.indicator, "what": r.what, "observed": r.observed.name(),
+                "location": r.location, "first_seen": r.first_seen, "last_seen": r.last_seen,
+                "count": r.count, "set_version": r.set_version,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{} {} {} {} first {} last {} count {}",
+                r.indicator,
+                r.what,
+                r.observed.name(),
+                r.location.as_deref().unwrap_or("-"),
+                rfc3339(r.first_seen),
+                rfc3339(r.last_seen),
+                r.count
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's part of `status --json`: `daemon`, `last_scan`, `spool`, `collector` (null
+/// when no daemon ever wrote a status here).
+fn add_daemon_json(v: &mut serde_json::Value, report: Option<&StatusReport>, wall: i64) {
+    let Some(r) = report else {
+        for key in ["daemon", "last_scan", "spool", "collector"] {
+            v[key] = serde_json::Value::Null;
+        }
+        return;
+    };
+    v["daemon"] = serde_json::json!({
+        "running": r.is_current(wall) && !r.stopped,
+        "stopped": r.stopped,
+        "pid": r.pid,
+        "status_written": r.written,
+        "status_age": r.age(wall),
+        "agent_version": r.agent_version,
+        "set_version": r.set.as_ref().map(|s| s.version),
+        "fresh": r.set.as_ref().map(|s| s.fresh),
+        "sightings": r.sightings,
+    });
+    v["last_scan"] = serde_json::to_value(&r.last_scan).unwrap_or_default();
+    v["spool"] = serde_json::to_value(&r.spool).unwrap_or_default();
+    v["collector"] = serde_json::to_value(&r.collector).unwrap_or_default();
+}
+
+/// The daemon's part of `status`, in words.
+fn print_daemon(report: Option<&StatusReport>, wall: i64) {
+    let Some(r) = report else {
+        println!("daemon: no status file here (the daemon has not run with this state directory)");
+        return;
+    };
+    let age = r.age(wall);
+    if r.stopped {
+        println!("daemon: stopped at {} (pid {})", rfc3339(r.written), r.pid);
+    } else if r.is_current(wall) {
+        println!("daemon: running (pid {}, status written {age}s ago)", r.pid);
+    } else {
+        println!(
+            "daemon: not running: its last status is {age}s old (written {}, pid {}); what follows is from then",
+            rfc3339(r.written),
+            r.pid
+        );
+    }
+    match &r.last_scan {
+        Some(l) => println!(
+            "last full scan: finished {}, {} files, {} hashed, {:.1}s",
+            rfc3339(l.finished),
+            l.files,
+            l.hashed,
+            l.millis as f64 / 1000.0
+        ),
+        None => println!("last full scan: none finished yet"),
+    }
+    println!(
+        "spool: {} batch(es) waiting, {} sighting(s) dropped (epoch {}, last sequence {})",
+        r.spool.depth, r.spool.dropped, r.spool.epoch, r.spool.last_seq
+    );
+    let c = &r.collector;
+    if !c.enrolled {
+        println!("collector: not enrolled");
+        return;
+    }
+    println!(
+        "collector {}: {}, last contact {}{}",
+        c.address.as_deref().unwrap_or("?"),
+        if c.connected { "connected" } else { "not connected" },
+        c.last_contact.map_or_else(|| "never".to_owned(), rfc3339),
+        c.last_error
+            .as_deref()
+            .map_or_else(String::new, |e| format!(", last error: {e}"))
+    );
 }
 
 struct Progress {

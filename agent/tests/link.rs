@@ -1,0 +1,1057 @@
+#![allow(clippy::unwrap_used)]
+//! The agent's side of the live channel against a minimal in-test collector: real TLS 1.3 on
+//! loopback with an rcgen-made CA, real frames, a scripted answer per message.
+//!
+//! What a user would notice: enrolment with only a token trusts exactly the collector the token
+//! pins and never hands the secret to another; a collector's refusal reaches the operator with
+//! its reason; an oversized frame is refused before it is read; `enroll` leaves a state
+//! directory that `run` accepts; and the link loop installs pushed sets, refuses a forged one,
+//! and delivers the spool exactly once through a dropped connection and a spool conflict.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use picket_agent::config::Config;
+use picket_agent::enroll::{self, EnrollOptions};
+use picket_agent::link::{self, cert, tls, LinkContext, LinkError};
+use picket_agent::spool::Spool;
+use picket_agent::status::LinkStatus;
+use picket_agent::store::{self, Imported};
+use picket_proto::wire::{
+    self, decode_body, encode_frame, frame_len, ClientMsg, ErrorCode, FrameError, ServerMsg, Welcome,
+    WireError, MAX_CLIENT_FRAME, MAX_SERVER_FRAME,
+};
+use picket_proto::{
+    sha256, sign_document, ChannelSpec, Content, EnrollToken, Hash, HashKind, Indicator, Limits, Manifest,
+    Meta, Observable, PayloadKind, Record, Role, RoleSpec, Root, SetFile, Severity, SigningKey, Snapshot,
+    Timestamp, Tlp, TrustAnchor,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SignatureAlgorithm, PKCS_ED25519,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// How long any one expected event may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// The collector's PKI, as rcgen makes it.
+// ---------------------------------------------------------------------------------------------
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl Pki {
+    /// A CA named `cn` and a server certificate for 127.0.0.1 and localhost, sent with the CA.
+    fn new(cn: &str) -> Arc<Pki> {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca = p.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = Issuer::new(p, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut s = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        s.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server = s.signed_by(&server_key, &issuer).unwrap().der().clone();
+        Arc::new(Pki {
+            chain: vec![server, ca.clone()],
+            ca,
+            issuer,
+            key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+        })
+    }
+
+    fn pin(&self) -> [u8; 32] {
+        cert::spki_sha256(&self.ca).unwrap()
+    }
+
+    /// A client certificate for an agent's raw Ed25519 key; `aged`: one past half its life
+    /// (valid 2000 to 2040), else rcgen's default (1975 to 4096).
+    fn issue(&self, public_key: &[u8; 32], aged: bool) -> Vec<u8> {
+        struct Ed25519Public<'a>(&'a [u8]);
+        impl PublicKeyData for Ed25519Public<'_> {
+            fn der_bytes(&self) -> &[u8] {
+                self.0
+            }
+            fn algorithm(&self) -> &'static SignatureAlgorithm {
+                &PKCS_ED25519
+            }
+        }
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "agent-1");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if aged {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        }
+        p.signed_by(&Ed25519Public(public_key), &self.issuer)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+}
+
+fn token(pin: [u8; 32]) -> EnrollToken {
+    EnrollToken {
+        id: "0011223344556677".into(),
+        secret: [0x5e; 16],
+        ca_pin: pin,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-test collector.
+// ---------------------------------------------------------------------------------------------
+
+/// One connection's state, for the script.
+struct Conn {
+    /// The client presented a certificate.
+    client_cert: bool,
+    /// The nonce of this session's welcome.
+    nonce: [u8; 32],
+}
+
+/// What the server does after a message.
+enum Reply {
+    Msg(ServerMsg),
+    Raw(Vec<u8>),
+    /// Keep the connection open without reading further (a stalled collector).
+    Hold,
+    Close,
+}
+
+type Script = Arc<dyn Fn(&mut Conn, &ClientMsg) -> Vec<Reply> + Send + Sync>;
+
+/// What the server saw.
+#[derive(Debug)]
+enum Event {
+    /// The TLS handshake failed.
+    HandshakeFailed(usize),
+    /// A message arrived on connection n.
+    Msg(usize, ClientMsg),
+    /// Connection n ended.
+    Ended(usize),
+}
+
+struct Server {
+    addr: String,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Server {
+    async fn start(pki: Arc<Pki>, alpn: bool, script: Script) -> Server {
+        let provider = tls::provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca.clone()).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
+            .unwrap();
+        if alpn {
+            config.alpn_protocols = vec![tls::ALPN.to_vec()];
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut index = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                index += 1;
+                let (acceptor, script, tx) = (acceptor.clone(), script.clone(), tx.clone());
+                tokio::spawn(serve(index, tcp, acceptor, script, tx));
+            }
+        });
+        Server { addr, events }
+    }
+
+    /// The next event, or a panic naming what was awaited.
+    async fn next(&mut self, what: &str) -> Event {
+        timeout(WAIT, self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+            .unwrap()
+    }
+
+    /// Events until `pred` matches one, which is returned.
+    async fn until(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        loop {
+            let e = self.next(what).await;
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+}
+
+async fn serve(
+    index: usize,
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    script: Script,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let Ok(mut stream) = acceptor.accept(tcp).await else {
+        let _ = tx.send(Event::HandshakeFailed(index));
+        return;
+    };
+    let mut conn = Conn {
+        client_cert: stream.get_ref().1.peer_certificates().is_some(),
+        nonce: [index as u8; 32],
+    };
+    'frames: loop {
+        let mut h = [0u8; 4];
+        if stream.read_exact(&mut h).await.is_err() {
+            break;
+        }
+        let Ok(len) = frame_len(h, MAX_CLIENT_FRAME) else {
+            break;
+        };
+        let mut body = vec![0u8; len];
+        if stream.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let msg: ClientMsg = decode_body(&body).unwrap();
+        msg.check().unwrap();
+        let _ = tx.send(Event::Msg(index, msg.clone()));
+        for reply in script(&mut conn, &msg) {
+            match reply {
+                Reply::Msg(m) => {
+                    if stream.write_all(&encode_frame(&m)).await.is_err() {
+                        break 'frames;
+                    }
+                }
+                Reply::Raw(b) => {
+                    if stream.write_all(&b).await.is_err() {
+                        break 'frames;
+                    }
+                }
+                Reply::Hold => {
+                    tokio::time::sleep(WAIT * 2).await;
+                    break 'frames;
+                }
+                Reply::Close => break 'frames,
+            }
+        }
+        let _ = stream.flush().await;
+    }
+    let _ = stream.shutdown().await;
+    let _ = tx.send(Event::Ended(index));
+}
+
+fn welcome(conn: &Conn) -> Reply {
+    Reply::Msg(ServerMsg::Welcome(Welcome {
+        version: wire::PROTOCOL_VERSION,
+        agent: conn.client_cert.then(|| "agent-1".to_owned()),
+        nonce: conn.nonce,
+        now: unix_now(),
+    }))
+}
+
+/// Answers an enrolment as a collector would, after checking the proof.
+fn enrolled(pki: &Pki, conn: &Conn, e: &wire::Enroll, aged: bool) -> Reply {
+    let msg = wire::enroll_proof_message(&conn.nonce, &e.token_id, &e.public_key);
+    let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, e.public_key);
+    if pk.verify(&msg, &e.proof).is_err() {
+        return refuse(ErrorCode::BadRequest, "the proof does not verify");
+    }
+    Reply::Msg(ServerMsg::Enrolled(wire::Enrolled {
+        agent: "agent-1".into(),
+        certificate: pki.issue(&e.public_key, aged),
+        ca: pki.ca.to_vec(),
+        not_after: unix_now() + 30 * 86_400,
+    }))
+}
+
+fn refuse(code: ErrorCode, message: &str) -> Reply {
+    Reply::Msg(ServerMsg::Error(WireError {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+    }))
+}
+
+/// A collector that welcomes and enrols.
+fn enrolling(pki: Arc<Pki>) -> Script {
+    Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        ClientMsg::Enroll(e) => vec![enrolled(&pki, conn, e, false)],
+        _ => vec![Reply::Close],
+    })
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrolment and framing.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn enrolment_without_ca_trusts_the_collector_the_token_pins() {
+    let pki = Pki::new("Picket collector CA");
+    let mut server = Server::start(pki.clone(), true, enrolling(pki.clone())).await;
+    let t = token(pki.pin());
+    let got = link::enroll(&server.addr, "127.0.0.1", &t, None, "machine-1", "default")
+        .await
+        .unwrap();
+    assert_eq!(got.agent, "agent-1");
+    assert_eq!(got.ca, pki.ca.to_vec());
+    assert_eq!(
+        cert::spki(&got.certificate).unwrap(),
+        cert::ed25519_spki(&got.public_key)
+    );
+    // The key is the agent's own: the certificate is for the key it kept.
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(&got.key_pkcs8).unwrap();
+    assert_eq!(
+        ring::signature::KeyPair::public_key(&kp).as_ref(),
+        &got.public_key
+    );
+    assert!(!format!("{got:?}").contains(&hex::encode(&got.key_pkcs8)));
+    let Event::Msg(_, ClientMsg::Hello(hello)) = server.next("hello").await else {
+        panic!()
+    };
+    assert_eq!(hello.machine, wire::machine_hash(&got.public_key, "machine-1"));
+    let Event::Msg(_, ClientMsg::Enroll(e)) = server.next("enroll").await else {
+        panic!()
+    };
+    assert_eq!(e.secret, t.secret.to_vec());
+    assert_eq!(e.token_id, t.id);
+    assert_eq!(e.machine, hello.machine);
+    assert_eq!(e.channel, "default");
+}
+
+#[tokio::test]
+async fn enrolment_without_ca_refuses_a_collector_with_another_ca_before_sending_the_secret() {
+    let genuine = Pki::new("Picket collector CA");
+    // A man in the middle with a CA of the same name, and a valid certificate for the address.
+    let mitm = Pki::new("Picket collector CA");
+    let mut server = Server::start(mitm.clone(), true, enrolling(mitm.clone())).await;
+    let err = link::enroll(
+        &server.addr,
+        "127.0.0.1",
+        &token(genuine.pin()),
+        None,
+        "m",
+        "default",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, LinkError::Tls { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("does not match the token's CA pin"), "{text}");
+    assert!(text.contains(&server.addr), "{text}");
+    assert!(
+        text.contains(&hex::encode(mitm.pin())),
+        "the presented key is named: {text}"
+    );
+    // The server never saw a frame: no hello, and above all no enrolment with the secret.
+    let e = server.next("the end of the handshake").await;
+    assert!(matches!(e, Event::HandshakeFailed(1) | Event::Ended(1)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_ca_file_that_is_not_the_pinned_one_is_refused_before_connecting() {
+    let genuine = Pki::new("Picket collector CA");
+    let other = Pki::new("Other CA");
+    let mut server = Server::start(genuine.clone(), true, enrolling(genuine.clone())).await;
+    let err = link::enroll(
+        &server.addr,
+        "127.0.0.1",
+        &token(genuine.pin()),
+        Some(cert::pem("CERTIFICATE", &other.ca).as_bytes()),
+        "m",
+        "default",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&hex::encode(other.pin())) && err.contains(&hex::encode(genuine.pin())),
+        "{err}"
+    );
+    assert!(server.events.try_recv().is_err(), "nothing reached the server");
+    // With the right CA file, enrolment goes through the CA (not the pin) and succeeds.
+    let got = link::enroll(
+        &server.addr,
+        "localhost",
+        &token(genuine.pin()),
+        Some(cert::pem("CERTIFICATE", &genuine.ca).as_bytes()),
+        "m",
+        "default",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.agent, "agent-1");
+}
+
+#[tokio::test]
+async fn the_collector_refusing_the_token_is_reported_with_its_reason() {
+    let pki = Pki::new("Picket collector CA");
+    let script: Script = Arc::new(|conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        _ => vec![refuse(ErrorCode::TokenRefused, "token expired"), Reply::Close],
+    });
+    let server = Server::start(pki.clone(), true, script).await;
+    let err = link::enroll(&server.addr, "127.0.0.1", &token(pki.pin()), None, "m", "default")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TokenRefused));
+    let text = err.to_string();
+    assert!(text.contains("TokenRefused: token expired"), "{text}");
+    assert!(
+        !text.contains(&hex::encode([0x5e; 16])),
+        "the secret is never shown: {text}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_listening_and_a_wrong_server_name_are_named() {
+    let pki = Pki::new("Picket collector CA");
+    let server = Server::start(pki.clone(), true, enrolling(pki.clone())).await;
+    let err = link::enroll(
+        &server.addr,
+        "collector.example",
+        &token(pki.pin()),
+        None,
+        "m",
+        "default",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not valid for name \"collector.example\""), "{err}");
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let err = link::enroll(&addr, "127.0.0.1", &token(pki.pin()), None, "m", "default")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(&format!("connect to {addr}: ")), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_the_picket_alpn_is_refused() {
+    let pki = Pki::new("Picket collector CA");
+    let server = Server::start(pki.clone(), false, enrolling(pki.clone())).await;
+    let err = link::enroll(&server.addr, "127.0.0.1", &token(pki.pin()), None, "m", "default")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("picket/1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_frame_header_over_the_cap_is_refused_without_reading_the_body() {
+    let pki = Pki::new("Picket collector CA");
+    let over = (MAX_SERVER_FRAME as u32 + 1).to_be_bytes().to_vec();
+    // In place of the welcome: a header announcing 512 MiB + 1, then nothing, connection held.
+    let o = over.clone();
+    let script: Script = Arc::new(move |_, _| vec![Reply::Raw(o.clone()), Reply::Hold]);
+    let server = Server::start(pki.clone(), true, script).await;
+    let config = tls::ca_config(&pki.ca, None).unwrap();
+    let started = std::time::Instant::now();
+    let err = link::connect(&server.addr, "127.0.0.1", config.clone(), [0; 32])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LinkError::Frame { error: FrameError::TooLarge { len, cap }, .. }
+            if *len == MAX_SERVER_FRAME + 1 && *cap == MAX_SERVER_FRAME),
+        "{err:?}"
+    );
+    // Refused on the header alone: the client did not wait for a body that never comes.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same inside a session, after the welcome.
+    let script: Script = Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        _ => vec![Reply::Raw(over.clone()), Reply::Hold],
+    });
+    let server = Server::start(pki.clone(), true, script).await;
+    let mut session = link::connect(&server.addr, "127.0.0.1", config, [0; 32])
+        .await
+        .unwrap();
+    session.send(&ClientMsg::Renew).await.unwrap();
+    let err = session.recv().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LinkError::Frame {
+                error: FrameError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("exceeds the cap"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `enroll`, the command's library side.
+// ---------------------------------------------------------------------------------------------
+
+/// Root, publisher and timestamp keys for channel `default`, and the sets they sign.
+struct Signer {
+    root_key: SigningKey,
+    publisher: SigningKey,
+    stamper: SigningKey,
+    root: Vec<u8>,
+}
+
+impl Signer {
+    fn new() -> Signer {
+        let key = |seed, role| SigningKey::from_seed([seed; 32], role).unwrap();
+        let (root_key, publisher, stamper) = (
+            key(1, Role::Root),
+            key(2, Role::Publisher),
+            key(3, Role::Timestamp),
+        );
+        let now = unix_now();
+        let root = Root {
+            version: 1,
+            created: now - 86_400,
+            expires: now + 365 * 86_400,
+            org: "Test Org".into(),
+            root: RoleSpec::new(vec![root_key.public()], 1, 2 * 365 * 86_400),
+            channels: vec![ChannelSpec {
+                name: "default".into(),
+                publisher: RoleSpec::new(vec![publisher.public()], 1, 30 * 86_400),
+                timestamp: RoleSpec::new(vec![stamper.public()], 1, 86_400),
+                max_tlp: Tlp::Amber,
+            }],
+            tls_ca_pin: None,
+        };
+        let root = sign_document(&root, PayloadKind::Root, &[&root_key]);
+        Signer {
+            root_key,
+            publisher,
+            stamper,
+            root,
+        }
+    }
+
+    fn anchor(&self) -> String {
+        TrustAnchor {
+            org: "Test Org".into(),
+            root_version: 1,
+            threshold: 1,
+            keys: vec![self.root_key.public()],
+        }
+        .to_text()
+    }
+
+    /// Set `version` with `n` indicators, timestamp version = set version.
+    fn set(&self, version: u64, n: usize) -> Vec<u8> {
+        let now = unix_now();
+        let records = (0..n)
+            .map(|i| {
+                Record::from_indicator(&Indicator {
+                    id: format!("indicator--{version}-{i}"),
+                    observable: Observable::FileHash {
+                        hash: Hash {
+                            kind: HashKind::Sha256,
+                            value: sha256(format!("{version}-{i}").as_bytes()).to_vec(),
+                        },
+                        size: None,
+                    },
+                    meta: Meta {
+                        confidence: 90,
+                        severity: Severity::High,
+                        tlp: Tlp::Green,
+                        valid_until: None,
+                        source: "test".into(),
+                    },
+                })
+                .unwrap()
+            })
+            .collect();
+        let snapshot = Snapshot::new("default", version, records).unwrap().encode();
+        let manifest = Manifest {
+            channel: "default".into(),
+            version,
+            created: now - 60,
+            expires: now + 7 * 86_400,
+            sha256: sha256(&snapshot),
+            length: snapshot.len() as u64,
+            max_tlp: Tlp::Green,
+            deltas: Vec::new(),
+        };
+        let manifest = sign_document(&manifest, PayloadKind::Manifest, &[&self.publisher]);
+        let ts = Timestamp {
+            channel: "default".into(),
+            version,
+            created: now - 60,
+            expires: now + 12 * 3_600,
+            manifest_version: version,
+            manifest_sha256: sha256(&manifest),
+            manifest_length: manifest.len() as u64,
+        };
+        let timestamp = sign_document(&ts, PayloadKind::Timestamp, &[&self.stamper]);
+        SetFile {
+            channel: "default",
+            roots: vec![(1, &self.root)],
+            timestamp: &timestamp,
+            manifest: &manifest,
+            content: Content::Full(&snapshot),
+        }
+        .encode()
+    }
+}
+
+fn options(dir: &Path, server: &str, pin: [u8; 32]) -> EnrollOptions {
+    let machine = dir.join("machine-id");
+    std::fs::write(&machine, "0123456789abcdef0123456789abcdef\n").unwrap();
+    EnrollOptions {
+        state: dir.join("state"),
+        collector: server.to_owned(),
+        server_name: None,
+        token: token(pin),
+        trust: dir.join("root.pub"),
+        ca: None,
+        roots: vec![dir.join("scanned")],
+        channel: "default".into(),
+        machine_id_file: Some(machine),
+        force: false,
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_writes_a_state_directory_the_daemon_accepts() {
+    let pki = Pki::new("Picket collector CA");
+    let signer = Arc::new(Signer::new());
+    let (p, s) = (pki.clone(), signer.clone());
+    let script: Script = Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        ClientMsg::Enroll(e) => vec![enrolled(&p, conn, e, false)],
+        ClientMsg::Fetch(f) if conn.client_cert && f.have.is_none() => vec![Reply::Msg(ServerMsg::Set {
+            version: 1,
+            file: s.set(1, 3),
+        })],
+        ClientMsg::Fetch(f) if conn.client_cert => vec![Reply::Msg(ServerMsg::UpToDate {
+            version: f.have.unwrap_or_default(),
+            file: Vec::new(),
+        })],
+        _ => vec![Reply::Close],
+    });
+    let mut server = Server::start(pki.clone(), true, script).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &server.addr, pki.pin());
+
+    // A bad anchor is refused before anything is spent or written.
+    std::fs::write(&opts.trust, "not an anchor\n").unwrap();
+    let o = options(tmp.path(), &server.addr, pki.pin());
+    let err = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(&format!("{}: ", opts.trust.display())), "{err}");
+    assert!(!opts.state.exists());
+    assert!(server.events.try_recv().is_err(), "nothing reached the server");
+
+    std::fs::write(&opts.trust, signer.anchor()).unwrap();
+    let o = options(tmp.path(), &server.addr, pki.pin());
+    let done = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.agent, "agent-1");
+    let state = &opts.state;
+    // The first set came over mutual TLS with the files just written, and is installed.
+    assert_eq!(
+        done.first_set,
+        Ok(Some(Imported::NewVersion {
+            from: None,
+            to: 1,
+            records: 3
+        }))
+    );
+    assert_eq!(version_installed(state), Some(1));
+    assert_eq!(done.config, state.join("agent.toml"));
+    assert_eq!(mode(state), 0o700);
+    for f in [
+        "agent.key",
+        "agent.crt",
+        "collector-ca.pem",
+        "trust.pub",
+        "machine-id",
+        "agent.toml",
+    ] {
+        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(state.join("trust.pub")).unwrap(),
+        signer.anchor()
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("machine-id")).unwrap(),
+        "0123456789abcdef0123456789abcdef\n"
+    );
+    let text = std::fs::read_to_string(&done.config).unwrap();
+    assert!(
+        !text.contains(&hex::encode([0x5e; 16])),
+        "the token is not written: {text}"
+    );
+    let cfg = Config::load(&done.config).unwrap();
+    assert_eq!(cfg.state_dir, *state);
+    assert_eq!(cfg.roots, vec![tmp.path().join("scanned")]);
+    let c = cfg.collector.unwrap();
+    assert_eq!(
+        (c.address.as_str(), c.server_name.as_str()),
+        (server.addr.as_str(), "127.0.0.1")
+    );
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
+    assert_eq!(c.poll_interval, Duration::from_secs(300));
+    assert_eq!(c.machine_id_file, opts.machine_id_file);
+    // The files it names make a working mutual-TLS configuration.
+    tls::agent_config(&c.ca, &c.cert, &c.key).unwrap();
+
+    // A second enrolment into the same directory needs --force.
+    let o = options(tmp.path(), &server.addr, pki.pin());
+    let err = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already holds an enrolment") && err.contains("--force"),
+        "{err}"
+    );
+    let key_before = std::fs::read(state.join("agent.key")).unwrap();
+    let o = EnrollOptions {
+        force: true,
+        ..options(tmp.path(), &server.addr, pki.pin())
+    };
+    let again = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.first_set, Ok(None), "the installed set is current");
+    assert_ne!(
+        std::fs::read(state.join("agent.key")).unwrap(),
+        key_before,
+        "a new key"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The link loop.
+// ---------------------------------------------------------------------------------------------
+
+/// The collector side of the session test: what it has answered so far.
+#[derive(Default)]
+struct Fleet {
+    reports: usize,
+    announced: bool,
+    forged_sent: bool,
+    agent_key: Option<[u8; 32]>,
+    renews: usize,
+    renewed: Vec<u8>,
+}
+
+fn report(epoch: u64, seq: u64) -> wire::SightingReport {
+    wire::SightingReport {
+        indicator: format!("indicator--{epoch}-{seq}"),
+        what: "sha256".into(),
+        observed: wire::ObservedKind::File,
+        location: Some("/srv/x".into()),
+        first_seen: 1,
+        last_seen: 2,
+        count: 1,
+        set_version: 1,
+    }
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
+    let pki = Pki::new("Picket collector CA");
+    let signer = Arc::new(Signer::new());
+    let fleet = Arc::new(Mutex::new(Fleet::default()));
+    let (p, s, f) = (pki.clone(), signer.clone(), fleet.clone());
+    // The script: enrolment; then sets on request and reports. The first report is cut off
+    // (connection closed), its resend gets a conflict, the renumbered batch an ack, and then
+    // version 2 is announced. The first fetch of version 2 gets a forged file with a second
+    // announcement, the next the genuine one. The client certificate issued at enrolment is
+    // past half its life, so the first session renews it.
+    let script: Script = Arc::new(move |conn, msg| {
+        let mut fl = f.lock().unwrap();
+        match msg {
+            ClientMsg::Hello(_) => vec![welcome(conn)],
+            ClientMsg::Enroll(e) => {
+                fl.agent_key = Some(e.public_key);
+                vec![enrolled(&p, conn, e, true)]
+            }
+            ClientMsg::Renew if conn.client_cert => {
+                fl.renews += 1;
+                let certificate = p.issue(&fl.agent_key.unwrap(), false);
+                fl.renewed = certificate.clone();
+                vec![Reply::Msg(ServerMsg::Renewed(wire::Renewed {
+                    certificate,
+                    not_after: unix_now() + 30 * 86_400,
+                }))]
+            }
+            _ if !conn.client_cert => {
+                vec![refuse(ErrorCode::Unauthenticated, "no certificate"), Reply::Close]
+            }
+            ClientMsg::Fetch(fetch) => {
+                match fetch.have {
+                    None => vec![Reply::Msg(ServerMsg::Set {
+                        version: 1,
+                        file: s.set(1, 3),
+                    })],
+                    Some(1) if !fl.announced => vec![Reply::Msg(ServerMsg::UpToDate {
+                        version: 1,
+                        file: Vec::new(),
+                    })],
+                    Some(1) if !fl.forged_sent => {
+                        fl.forged_sent = true;
+                        let mut forged = s.set(2, 5);
+                        let n = forged.len();
+                        forged[n - 10] ^= 1; // a byte of the snapshot: its hash no longer matches
+                        vec![
+                            Reply::Msg(ServerMsg::Set {
+                                version: 2,
+                                file: forged,
+                            }),
+                            Reply::Msg(ServerMsg::NewVersion {
+                                channel: "default".into(),
+                                version: 2,
+                            }),
+                        ]
+                    }
+                    Some(1) => vec![Reply::Msg(ServerMsg::Set {
+                        version: 2,
+                        file: s.set(2, 5),
+                    })],
+                    Some(v) => vec![Reply::Msg(ServerMsg::UpToDate {
+                        version: v,
+                        file: Vec::new(),
+                    })],
+                }
+            }
+            ClientMsg::Report(b) => {
+                fl.reports += 1;
+                match fl.reports {
+                    1 => vec![Reply::Close],
+                    2 => vec![Reply::Msg(ServerMsg::Conflict {
+                        epoch: b.epoch,
+                        seq: b.seq,
+                    })],
+                    _ => {
+                        fl.announced = true;
+                        vec![
+                            Reply::Msg(ServerMsg::Ack {
+                                epoch: b.epoch,
+                                seq: b.seq,
+                                duplicate: false,
+                            }),
+                            Reply::Msg(ServerMsg::NewVersion {
+                                channel: "default".into(),
+                                version: 2,
+                            }),
+                        ]
+                    }
+                }
+            }
+            _ => Vec::new(),
+        }
+    });
+    let mut server = Server::start(pki.clone(), true, script).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &server.addr, pki.pin());
+    std::fs::write(&opts.trust, signer.anchor()).unwrap();
+    let o = options(tmp.path(), &server.addr, pki.pin());
+    let done = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    let cfg = Config::load(&done.config).unwrap();
+    // Enrolment (connection 1) installed set 1 through a first fetch (connection 2).
+    assert!(
+        matches!(done.first_set, Ok(Some(Imported::NewVersion { to: 1, .. }))),
+        "{:?}",
+        done.first_set
+    );
+    assert_eq!(version_installed(&cfg.state_dir), Some(1));
+
+    let mut spool = Spool::open(&cfg.state_dir, 100).unwrap();
+    spool.push(vec![report(0, 1)]).unwrap();
+    let first = spool.pending().unwrap();
+    let spool = Arc::new(Mutex::new(spool));
+    let status = Arc::new(Mutex::new(LinkStatus::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let installed = Arc::new(AtomicBool::new(false));
+    let ctx = LinkContext {
+        config: cfg.collector.clone().unwrap(),
+        state_dir: cfg.state_dir.clone(),
+        spool: spool.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        heartbeat: Arc::new(|| wire::Heartbeat {
+            agent_version: "0.1.0".into(),
+            channel: "default".into(),
+            set_version: None,
+            set_created: None,
+            config_hash: [0; 32],
+            scan: wire::ScanStats::default(),
+            cpu_millis: 0,
+            rss_bytes: 0,
+            spool_depth: 0,
+            spool_dropped: 0,
+            epoch: 0,
+            last_seq: 0,
+        }),
+        status: status.clone(),
+        stop: stop.clone(),
+        set_installed: installed.clone(),
+    };
+    let thread = link::spawn(ctx).unwrap();
+
+    // Session 1 (connection 3): a fetch saying what is installed, a renewal, then the report,
+    // cut off.
+    let Event::Msg(3, ClientMsg::Fetch(f)) = server
+        .until("the first fetch", |e| {
+            matches!(e, Event::Msg(3, ClientMsg::Fetch(_)))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (f.channel.as_str(), f.have, f.have_timestamp),
+        ("default", Some(1), Some(1))
+    );
+    server
+        .until("the renewal", |e| matches!(e, Event::Msg(3, ClientMsg::Renew)))
+        .await;
+    let Event::Msg(3, ClientMsg::Report(b)) = server
+        .until("the first report", |e| {
+            matches!(e, Event::Msg(3, ClientMsg::Report(_)))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(b, first);
+    assert!(status.lock().unwrap().last_contact.is_some());
+    let cert_file = cfg.collector.as_ref().unwrap().cert.clone();
+    wait_for("the renewed certificate written", || {
+        let renewed = fleet.lock().unwrap().renewed.clone();
+        std::fs::read(&cert_file).unwrap() == cert::pem("CERTIFICATE", &renewed).into_bytes()
+    })
+    .await;
+
+    // Session 2: the same batch again (the collector dedupes), a conflict, the renumbered batch.
+    let Event::Msg(4, ClientMsg::Report(again)) = server
+        .until("the resent report", |e| {
+            matches!(e, Event::Msg(4, ClientMsg::Report(_)))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        again, first,
+        "after a reconnect the batch in flight is sent again, unchanged"
+    );
+    let Event::Msg(4, ClientMsg::Report(renumbered)) = server
+        .until("the renumbered report", |e| {
+            matches!(e, Event::Msg(4, ClientMsg::Report(_)))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_ne!(renumbered.epoch, first.epoch, "a conflict starts a new epoch");
+    assert_eq!((renumbered.seq, &renumbered.items), (1, &first.items));
+    wait_for("the spool emptied by the ack", || {
+        spool.lock().unwrap().pending().is_none()
+    })
+    .await;
+
+    // The announcement of version 2 brings a fetch; the forged file is refused and the old set
+    // stays; the second announcement brings the genuine one.
+    let fetches_of_2 = |e: &Event| matches!(e, Event::Msg(4, ClientMsg::Fetch(f)) if f.have == Some(1));
+    server
+        .until("the fetch after the announcement", fetches_of_2)
+        .await;
+    server.until("the fetch after the forged set", fetches_of_2).await;
+    wait_for("set 2 installed", || installed.load(Ordering::SeqCst)).await;
+    assert_eq!(version_installed(&cfg.state_dir), Some(2));
+    let error = status.lock().unwrap().last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("refused") && error.contains(&server.addr),
+        "{error}"
+    );
+    assert!(status.lock().unwrap().connected);
+
+    stop.store(true, Ordering::SeqCst);
+    let stopped = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        fleet.lock().unwrap().renews,
+        1,
+        "the renewed certificate is used, not renewed again"
+    );
+    assert_eq!(
+        fleet.lock().unwrap().reports,
+        3,
+        "no batch was sent more often than needed"
+    );
+}
+
+fn version_installed(dir: &Path) -> Option<u64> {
+    store::load_set(dir, &Limits::default())
+        .unwrap()
+        .map(|t| t.manifest().version)
+}
