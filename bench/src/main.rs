@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod budget;
+mod channel;
 mod clamav;
 mod daemon;
 mod data;
@@ -54,6 +55,14 @@ enum Bench {
     /// The collector: ingest of a 1 M-indicator STIX bundle against Python's `json.load`, of a
     /// 1 M-line list against `sort -u`, publish, and the size of deltas.
     Ingest,
+    /// The live channel: `picket-collector serve` against many simulated agents speaking the
+    /// real protocol: publish latency to every connected agent, collector memory per session,
+    /// and the sightings ingest rate against direct SQLite inserts.
+    Channel {
+        /// How many agents (default 1 000; `--quick`: 50).
+        #[arg(long)]
+        agents: Option<usize>,
+    },
     /// Every benchmark.
     All,
 }
@@ -70,6 +79,7 @@ fn main() -> Result<()> {
         Bench::Budget => budget::run(quick),
         Bench::Clamav => clamav::run(quick),
         Bench::Ingest => ingest::run(quick),
+        Bench::Channel { agents } => channel::run(agents, quick),
         Bench::All => {
             hash::run(quick)?;
             delta::run(quick)?;
@@ -80,7 +90,8 @@ fn main() -> Result<()> {
             drop(tree);
             rss::run(quick)?;
             budget::run(quick)?;
-            ingest::run(quick)
+            ingest::run(quick)?;
+            channel::run(None, quick)
         }
     }
 }
