@@ -363,3 +363,72 @@ fn an_agent_killed_while_it_applies_updates_restarts_on_a_valid_set_and_catches_
     }
     agent.wait_version(version, Duration::from_secs(30));
 }
+
+/// Copies a directory tree (files and directories only), keeping modes.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    fs::set_permissions(to, fs::metadata(from).unwrap().permissions()).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_agent_restored_from_a_vm_snapshot_loses_no_sightings() {
+    let live = Live::start(&[EICAR_SHA256]);
+    let token = live.token(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::enroll(&live, tmp.path(), &token);
+    agent.start();
+    agent.wait_version(1, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool_epoch(&agent.state).is_none() {
+        assert!(Instant::now() < deadline, "the daemon never wrote its status");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.kill();
+    // The snapshot: the whole state directory as it is now, spool numbering included.
+    let snapshot = tmp.path().join("snapshot");
+    copy_tree(&agent.state, &snapshot);
+    // After the snapshot the host meets a.com; its sighting is reported and acknowledged.
+    fs::write(agent.root.join("a.com"), EICAR).unwrap();
+    agent.start();
+    live.wait_sightings(Duration::from_secs(20), |v| {
+        eicar_count(v).is_some_and(|(_, count)| count == 1)
+    });
+    agent.kill();
+    // The VM is rolled back: the spool numbers the next batch exactly as it numbered a.com's,
+    // but with other content (b.com). The collector must not drop it as a duplicate.
+    fs::remove_file(agent.root.join("a.com")).unwrap();
+    fs::remove_dir_all(&agent.state).unwrap();
+    copy_tree(&snapshot, &agent.state);
+    fs::write(agent.root.join("b.com"), EICAR).unwrap();
+    agent.start();
+    let got = live.wait_sightings(Duration::from_secs(20), |v| {
+        eicar_count(v).is_some_and(|(_, count)| count == 2)
+    });
+    assert_eq!(eicar_count(&got), Some((1, 2)), "{got:?}");
+    // It got there because the agent renumbered under a new epoch when the collector said the
+    // number was taken by other content.
+    let before = spool_epoch(&snapshot);
+    assert!(before.is_some(), "the snapshot's status names its spool epoch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool_epoch(&agent.state) == before {
+        assert!(Instant::now() < deadline, "the spool kept epoch {before:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The spool epoch `status --json` reports for a state directory.
+fn spool_epoch(state: &Path) -> Option<String> {
+    let out = run("picket-agent", &["status", "--state", s(state), "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+    v["spool"]["epoch"].as_str().map(str::to_owned)
+}
