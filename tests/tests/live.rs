@@ -432,3 +432,21 @@ fn spool_epoch(state: &Path) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
     v["spool"]["epoch"].as_str().map(str::to_owned)
 }
+
+#[test]
+fn an_agent_offline_through_more_versions_than_deltas_are_kept_catches_up() {
+    let live = Live::start(&[DECOY]);
+    let token = live.token(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::enroll(&live, tmp.path(), &token);
+    agent.start();
+    agent.wait_version(1, Duration::from_secs(20));
+    agent.kill();
+    // Ten versions while it is away: deltas are kept from the last eight only, so it needs the
+    // full snapshot.
+    for v in 0..10u64 {
+        live.publish(&format!("v{v}.txt"), &[&format!("{:064x}", 0xabc0 + v)]);
+    }
+    agent.start();
+    agent.wait_version(11, Duration::from_secs(20));
+}
