@@ -133,8 +133,8 @@ pub struct Welcome {
     pub now: i64,
 }
 
-/// Enrolment with a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Enrolment with a token. Its `Debug` form never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enroll {
     /// The token's public id.
     pub token_id: String,
@@ -149,6 +149,19 @@ pub struct Enroll {
     pub machine: [u8; 32],
     /// The channel the agent will follow.
     pub channel: String,
+}
+
+impl std::fmt::Debug for Enroll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enroll")
+            .field("token_id", &self.token_id)
+            .field("secret", &"<redacted>")
+            .field("public_key", &hex::encode(self.public_key))
+            .field("proof", &hex::encode(&self.proof))
+            .field("machine", &hex::encode(self.machine))
+            .field("channel", &self.channel)
+            .finish()
+    }
 }
 
 /// The message an enrolling agent signs: context, session nonce, token id, public key.
@@ -503,6 +516,24 @@ mod tests {
         }));
         assert_eq!(hex::encode(&frame[..12]), "0000002900010105302e312e");
         assert_eq!(frame.len(), 4 + 0x29);
+    }
+
+    #[test]
+    fn an_enroll_message_never_shows_its_secret() {
+        let e = Enroll {
+            token_id: "0011223344556677".into(),
+            secret: b"s3cr3t-s3cr3t-xx".to_vec(),
+            public_key: [1; 32],
+            proof: vec![2; 64],
+            machine: [3; 32],
+            channel: "default".into(),
+        };
+        let shown = format!("{e:?} {:?}", ClientMsg::Enroll(e.clone()));
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains(&hex::encode(b"s3cr3t")),
+            "{shown}"
+        );
+        assert!(shown.contains("0011223344556677"));
     }
 
     #[test]
