@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 /// The 68-byte EICAR test file (no trailing newline).
 pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -273,6 +275,17 @@ pub fn indicator(id: &str, observable: picket_proto::Observable) -> picket_proto
     }
 }
 
+/// The indicator for the EICAR file's SHA-256 (`indicator--eicar`, any size).
+pub fn eicar_indicator() -> picket_proto::Indicator {
+    indicator(
+        "indicator--eicar",
+        picket_proto::Observable::FileHash {
+            hash: picket_proto::Hash::from_hex(EICAR_SHA256).expect("EICAR_SHA256 is hex"),
+            size: None,
+        },
+    )
+}
+
 /// The SHA-256 of a file, in hex.
 pub fn file_sha256(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("reading a file to hash");
@@ -287,6 +300,58 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `picket-agent run --config CONFIG`, the daemon, with its output read line by line as it
+/// comes. Killed (SIGKILL) when dropped, unless it exited first.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Its standard output: one JSON sighting a line.
+    pub stdout: Receiver<String>,
+    /// Its standard error: the log.
+    pub stderr: Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts the daemon on `config`.
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(bin("picket-agent"))
+            .args(["run", "--config", s(config)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting picket-agent run");
+        let stdout = lines(child.stdout.take().expect("stdout is piped"));
+        let stderr = lines(child.stderr.take().expect("stderr is piped"));
+        Daemon {
+            child: Child(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`) to the daemon with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.0.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits at most `limit` for the daemon to exit, and returns how it did.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.0.try_wait().expect("polling the daemon") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -32,15 +32,16 @@
 //! One process uses a spool at a time: the daemon, holding the state directory's daemon lock.
 
 use std::collections::VecDeque;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use picket_proto::wire::{self, Batch, ClientMsg, SightingReport};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use crate::store::{self, sync_dir, Durability};
 use crate::AgentError;
 
 /// The spool's directory inside the state directory.
@@ -58,7 +59,6 @@ const CHECKSUM: usize = 32;
 const BATCH_FILE_CAP: u64 = (MAX_BATCH_BYTES + 4096) as u64;
 const STATE_FILE_CAP: u64 = 1024;
 const SUFFIX: &str = ".pkt";
-const TEMP_MARK: &str = ".tmp-";
 
 /// A batch held on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +135,9 @@ fn unseal(magic: [u8; 4], bytes: &[u8]) -> Result<&[u8], String> {
     Ok(&content[5..])
 }
 
-fn encode_batch(b: &Batch) -> Vec<u8> {
+/// The bytes of a batch file: magic `PKSB`, format, the postcard [`Batch`], and the SHA-256 of
+/// all that. [`decode_batch`] reads them back.
+pub fn encode_batch(b: &Batch) -> Vec<u8> {
     // Invariant: integers, strings and enums always serialise into a Vec.
     seal(
         BATCH_MAGIC,
@@ -143,8 +145,12 @@ fn encode_batch(b: &Batch) -> Vec<u8> {
     )
 }
 
-/// Decodes and checks a batch file that its name says holds `(epoch, seq)`.
-fn decode_batch(bytes: &[u8], epoch: u64, seq: u64) -> Result<Batch, String> {
+/// Decodes and checks the bytes of a batch file that its name says holds `(epoch, seq)`: the
+/// magic, format and checksum, a postcard [`Batch`] with nothing after it, numbered as named,
+/// not empty, and passing the collector's own checks ([`ClientMsg::check`]). The error says
+/// what is wrong, for the warning given when the file is set aside. The caller caps the bytes
+/// read (a batch file is at most [`MAX_BATCH_BYTES`] and a few kilobytes).
+pub fn decode_batch(bytes: &[u8], epoch: u64, seq: u64) -> Result<Batch, String> {
     let body = unseal(BATCH_MAGIC, bytes)?;
     let (b, rest): (Batch, &[u8]) = postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
@@ -182,36 +188,6 @@ fn refuse(item: &SightingReport) -> Option<String> {
         return Some(e);
     }
     (item_size(item) > MAX_BATCH_BYTES).then(|| "larger than a batch may be".to_owned())
-}
-
-/// Writes `bytes` to `dir/name` through a temporary file (fsynced, renamed). The caller fsyncs
-/// the directory.
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
-    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let target = dir.join(name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(AgentError::io(&tmp))?;
-        f.write_all(bytes).map_err(AgentError::io(&tmp))?;
-        f.sync_all().map_err(AgentError::io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &target).map_err(AgentError::io(&target))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn sync_dir(dir: &Path) -> Result<(), AgentError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(AgentError::io(dir))
 }
 
 fn remove(path: &Path) -> Result<(), AgentError> {
@@ -283,7 +259,7 @@ impl Spool {
             let entry = entry.map_err(AgentError::io(&path))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') && name.contains(TEMP_MARK) {
+            if name.starts_with('.') && name.contains(store::TEMP_MARK) {
                 remove(&entry.path())?;
             } else if let Some(id) = parse_name(name) {
                 found.push(id);
@@ -386,7 +362,12 @@ impl Spool {
                 seq: self.last_seq + 1,
                 items,
             };
-            if let Err(e) = write_file(&self.dir, &batch_name(b.epoch, b.seq), &encode_batch(&b)) {
+            if let Err(e) = store::write_file(
+                &self.dir,
+                &batch_name(b.epoch, b.seq),
+                &encode_batch(&b),
+                Durability::FileSynced,
+            ) {
                 result = Err(e);
                 break;
             }
@@ -489,7 +470,12 @@ impl Spool {
                 seq,
                 items: batch.items,
             };
-            write_file(&self.dir, &batch_name(epoch, seq), &encode_batch(&b))?;
+            store::write_file(
+                &self.dir,
+                &batch_name(epoch, seq),
+                &encode_batch(&b),
+                Durability::FileSynced,
+            )?;
             renumbered.push_back(Held {
                 epoch,
                 seq,
@@ -543,7 +529,12 @@ impl Spool {
         };
         // Invariant: three integers always serialise.
         let body = postcard::to_allocvec(&state).expect("the spool state serialises");
-        write_file(&self.dir, STATE_FILE, &seal(STATE_MAGIC, &body))?;
+        store::write_file(
+            &self.dir,
+            STATE_FILE,
+            &seal(STATE_MAGIC, &body),
+            Durability::FileSynced,
+        )?;
         sync_dir(&self.dir)
     }
 
@@ -726,11 +717,11 @@ mod tests {
         let sp = dir.path().join(SPOOL_DIR);
         // A writer killed between creating its temporary file and renaming it.
         fs::write(
-            sp.join(format!(".{}{TEMP_MARK}4242", batch_name(epoch, 4))),
+            sp.join(format!(".{}{}4242", batch_name(epoch, 4), store::TEMP_MARK)),
             b"half",
         )
         .unwrap();
-        fs::write(sp.join(format!(".{STATE_FILE}{TEMP_MARK}4242")), b"").unwrap();
+        fs::write(sp.join(format!(".{STATE_FILE}{}4242", store::TEMP_MARK)), b"").unwrap();
         // A batch cut short (a disk that lied about fsync, or a hand at the keyboard).
         let torn = sp.join(batch_name(epoch, 2));
         let bytes = fs::read(&torn).unwrap();
@@ -747,7 +738,7 @@ mod tests {
             files.contains(&format!("{}.bad", batch_name(epoch, 2))),
             "{files:?}"
         );
-        assert!(!files.iter().any(|f| f.contains(TEMP_MARK)), "{files:?}");
+        assert!(!files.iter().any(|f| f.contains(store::TEMP_MARK)), "{files:?}");
     }
 
     #[test]

@@ -8,13 +8,11 @@
 //! older than [`STALE_AFTER`] seconds means the daemon is no longer running. It holds nothing a
 //! local user could not learn from the state directory already, and no secret.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::{self, Durability};
 use crate::AgentError;
 
 /// The status file's name in the state directory.
@@ -131,36 +129,20 @@ impl StatusReport {
     }
 }
 
-/// Writes `report` to `DIR/status.json` (0600) by renaming a complete temporary file over it.
+/// Writes `report` to `DIR/status.json` (0600) by renaming a complete temporary file over it
+/// (not fsynced: see the module documentation).
 pub fn write(dir: &Path, report: &StatusReport) -> Result<(), AgentError> {
-    let tmp = dir.join(format!(".{STATUS_FILE}.tmp-{}", std::process::id()));
-    let target = dir.join(STATUS_FILE);
     // Invariant: a struct of strings, integers and options always serialises.
     let mut text = serde_json::to_vec_pretty(report).expect("a status report serialises");
     text.push(b'\n');
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(AgentError::io(&tmp))?;
-        f.write_all(&text).map_err(AgentError::io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &target).map_err(AgentError::io(&target))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    store::write_file(dir, STATUS_FILE, &text, Durability::Renamed)
 }
 
 /// Reads `DIR/status.json`: `Ok(None)` when there is none (no daemon ever ran here), an error
 /// naming the file when it cannot be read or parsed.
 pub fn read(dir: &Path) -> Result<Option<StatusReport>, String> {
     let path = dir.join(STATUS_FILE);
-    let bytes = match crate::store::read_capped(&path, STATUS_CAP) {
+    let bytes = match store::read_capped(&path, STATUS_CAP) {
         Ok(b) => b,
         Err(AgentError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
@@ -173,6 +155,8 @@ pub fn read(dir: &Path) -> Result<Option<StatusReport>, String> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::fs;
+
     use super::*;
 
     fn report(written: i64) -> StatusReport {

@@ -178,8 +178,27 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, AgentError> {
     Ok(bytes)
 }
 
-/// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new content.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
+/// How much of a replacement [`write_file`] makes durable before it returns. In every case a
+/// reader sees the old content or the new, never a mix: the new content is written whole under
+/// a temporary name and renamed over the old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Rename only, no fsync: after a power loss the file may hold the old content, the new, or
+    /// (on some file systems) nothing. For advice that is rewritten seconds later
+    /// (`status.json`).
+    Renamed,
+    /// The new content is fsynced before the rename; the directory is not. The caller fsyncs it
+    /// with [`sync_dir`], once after several files (the spool), before it relies on them.
+    FileSynced,
+    /// The content is fsynced before the rename and the directory after it: once this returns,
+    /// the new content survives a crash.
+    Durable,
+}
+
+/// Replaces `dir/name` (mode 0600) with `bytes` through a temporary file that is renamed over
+/// it, fsyncing as much as `durability` says. On an error the temporary file is removed and the
+/// old content is left as it was.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> Result<(), AgentError> {
     let tmp = dir.join(format!("{}{}", temp_prefix(name), std::process::id()));
     let target = dir.join(name);
     let result = (|| {
@@ -191,12 +210,15 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Agen
             .open(&tmp)
             .map_err(AgentError::io(&tmp))?;
         f.write_all(bytes).map_err(AgentError::io(&tmp))?;
-        f.sync_all().map_err(AgentError::io(&tmp))?;
+        if durability != Durability::Renamed {
+            f.sync_all().map_err(AgentError::io(&tmp))?;
+        }
         drop(f);
         fs::rename(&tmp, &target).map_err(AgentError::io(&target))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(AgentError::io(dir))
+        if durability == Durability::Durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -204,9 +226,26 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Agen
     result
 }
 
-/// The prefix of `write_atomically`'s temporary files for `name`; the writer's process id follows.
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new content,
+/// and the new once this returns: [`write_file`] with [`Durability::Durable`].
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
+    write_file(dir, name, bytes, Durability::Durable)
+}
+
+/// Fsyncs a directory, so that the renames and removals in it so far survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), AgentError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(AgentError::io(dir))
+}
+
+/// What every temporary file of [`write_file`] has in its name, after `.` and the target's
+/// name and before the writer's process id.
+pub(crate) const TEMP_MARK: &str = ".tmp-";
+
+/// The prefix of `write_file`'s temporary files for `name`; the writer's process id follows.
 fn temp_prefix(name: &str) -> String {
-    format!(".{name}.tmp-")
+    format!(".{name}{TEMP_MARK}")
 }
 
 /// Deletes temporary files that writers of `dir/name` left when they were killed between

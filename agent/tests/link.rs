@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use picket_agent::config::Config;
-use picket_agent::enroll::{self, EnrollOptions};
+use picket_agent::enroll::{self, EnrollOptions, EnrolledAgent};
 use picket_agent::link::{self, cert, tls, LinkContext, LinkError};
 use picket_agent::spool::Spool;
 use picket_agent::status::LinkStatus;
@@ -25,9 +25,9 @@ use picket_proto::wire::{
     WireError, MAX_CLIENT_FRAME, MAX_SERVER_FRAME,
 };
 use picket_proto::{
-    sha256, sign_document, ChannelSpec, Content, EnrollToken, Hash, HashKind, Indicator, Limits, Manifest,
-    Meta, Observable, PayloadKind, Record, Role, RoleSpec, Root, SetFile, Severity, SigningKey, Snapshot,
-    Timestamp, Tlp, TrustAnchor,
+    sha256, sign_document, x509, ChannelSpec, Content, EnrollToken, Hash, HashKind, Indicator, Limits,
+    Manifest, Meta, Observable, PayloadKind, Record, Role, RoleSpec, Root, SetFile, Severity, SigningKey,
+    Snapshot, Timestamp, Tlp, TrustAnchor,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -193,6 +193,20 @@ impl Server {
             .unwrap()
     }
 
+    /// The next report batch on connection `conn`, skipping other events.
+    async fn report(&mut self, conn: usize, what: &str) -> wire::Batch {
+        match self
+            .until(
+                what,
+                |e| matches!(e, Event::Msg(c, ClientMsg::Report(_)) if *c == conn),
+            )
+            .await
+        {
+            Event::Msg(_, ClientMsg::Report(b)) => b,
+            _ => unreachable!("until returns a matching event"),
+        }
+    }
+
     /// Events until `pred` matches one, which is returned.
     async fn until(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
         loop {
@@ -323,7 +337,7 @@ async fn enrolment_without_ca_trusts_the_collector_the_token_pins() {
     assert_eq!(got.ca, pki.ca.to_vec());
     assert_eq!(
         cert::spki(&got.certificate).unwrap(),
-        cert::ed25519_spki(&got.public_key)
+        x509::ed25519_spki(&got.public_key)
     );
     // The key is the agent's own: the certificate is for the key it kept.
     let kp = ring::signature::Ed25519KeyPair::from_pkcs8(&got.key_pkcs8).unwrap();
@@ -644,6 +658,13 @@ fn options(dir: &Path, server: &str, pin: [u8; 32]) -> EnrollOptions {
     }
 }
 
+/// The `enroll` command's library side (it blocks: it runs its own runtime), run off the test's.
+async fn run_enroll(options: EnrollOptions) -> Result<EnrolledAgent, LinkError> {
+    tokio::task::spawn_blocking(move || enroll::enroll(&options))
+        .await
+        .unwrap()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -672,10 +693,8 @@ async fn enroll_writes_a_state_directory_the_daemon_accepts() {
 
     // A bad anchor is refused before anything is spent or written.
     std::fs::write(&opts.trust, "not an anchor\n").unwrap();
-    let o = options(tmp.path(), &server.addr, pki.pin());
-    let err = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+    let err = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
         .await
-        .unwrap()
         .unwrap_err()
         .to_string();
     assert!(err.starts_with(&format!("{}: ", opts.trust.display())), "{err}");
@@ -683,10 +702,8 @@ async fn enroll_writes_a_state_directory_the_daemon_accepts() {
     assert!(server.events.try_recv().is_err(), "nothing reached the server");
 
     std::fs::write(&opts.trust, signer.anchor()).unwrap();
-    let o = options(tmp.path(), &server.addr, pki.pin());
-    let done = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+    let done = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(done.agent, "agent-1");
     let state = &opts.state;
@@ -740,10 +757,8 @@ async fn enroll_writes_a_state_directory_the_daemon_accepts() {
     tls::agent_config(&c.ca, &c.cert, &c.key).unwrap();
 
     // A second enrolment into the same directory needs --force.
-    let o = options(tmp.path(), &server.addr, pki.pin());
-    let err = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+    let err = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
         .await
-        .unwrap()
         .unwrap_err()
         .to_string();
     assert!(
@@ -751,14 +766,12 @@ async fn enroll_writes_a_state_directory_the_daemon_accepts() {
         "{err}"
     );
     let key_before = std::fs::read(state.join("agent.key")).unwrap();
-    let o = EnrollOptions {
+    let again = run_enroll(EnrollOptions {
         force: true,
         ..options(tmp.path(), &server.addr, pki.pin())
-    };
-    let again = tokio::task::spawn_blocking(move || enroll::enroll(&o))
-        .await
-        .unwrap()
-        .unwrap();
+    })
+    .await
+    .unwrap();
     assert_eq!(again.first_set, Ok(None), "the installed set is current");
     assert_ne!(
         std::fs::read(state.join("agent.key")).unwrap(),
@@ -904,10 +917,8 @@ async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = options(tmp.path(), &server.addr, pki.pin());
     std::fs::write(&opts.trust, signer.anchor()).unwrap();
-    let o = options(tmp.path(), &server.addr, pki.pin());
-    let done = tokio::task::spawn_blocking(move || enroll::enroll(&o))
+    let done = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
         .await
-        .unwrap()
         .unwrap();
     let cfg = Config::load(&done.config).unwrap();
     // Enrolment (connection 1) installed set 1 through a first fetch (connection 2).
@@ -967,14 +978,7 @@ async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
     server
         .until("the renewal", |e| matches!(e, Event::Msg(3, ClientMsg::Renew)))
         .await;
-    let Event::Msg(3, ClientMsg::Report(b)) = server
-        .until("the first report", |e| {
-            matches!(e, Event::Msg(3, ClientMsg::Report(_)))
-        })
-        .await
-    else {
-        unreachable!()
-    };
+    let b = server.report(3, "the first report").await;
     assert_eq!(b, first);
     assert!(status.lock().unwrap().last_contact.is_some());
     let cert_file = cfg.collector.as_ref().unwrap().cert.clone();
@@ -985,26 +989,12 @@ async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
     .await;
 
     // Session 2: the same batch again (the collector dedupes), a conflict, the renumbered batch.
-    let Event::Msg(4, ClientMsg::Report(again)) = server
-        .until("the resent report", |e| {
-            matches!(e, Event::Msg(4, ClientMsg::Report(_)))
-        })
-        .await
-    else {
-        unreachable!()
-    };
+    let again = server.report(4, "the resent report").await;
     assert_eq!(
         again, first,
         "after a reconnect the batch in flight is sent again, unchanged"
     );
-    let Event::Msg(4, ClientMsg::Report(renumbered)) = server
-        .until("the renumbered report", |e| {
-            matches!(e, Event::Msg(4, ClientMsg::Report(_)))
-        })
-        .await
-    else {
-        unreachable!()
-    };
+    let renumbered = server.report(4, "the renumbered report").await;
     assert_ne!(renumbered.epoch, first.epoch, "a conflict starts a new epoch");
     assert_eq!((renumbered.seq, &renumbered.items), (1, &first.items));
     wait_for("the spool emptied by the ack", || {

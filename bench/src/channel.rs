@@ -89,7 +89,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
     let n = agents.unwrap_or(if quick { 50 } else { 1_000 });
     ensure!(n >= VERIFIED, "--agents must be at least {VERIFIED}");
     let total_sightings: usize = if quick { 20_000 } else { 500_000 };
-    let bin = collector_bin()?;
+    let bin = crate::built_bin("picket-collector")?;
     let fds = raise_nofile()?;
     ensure!(
         fds >= n as u64 + 256,
@@ -833,19 +833,6 @@ fn raise_nofile() -> Result<u64> {
         }
     }
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
-}
-
-/// The `picket-collector` binary built next to this one (`target/release/picket-collector`).
-fn collector_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding picket-bench's own path")?;
-    let dir = exe.parent().context("picket-bench has no parent directory")?;
-    let path = dir.join("picket-collector");
-    ensure!(
-        path.is_file(),
-        "{} is missing: cargo build --release --bins first",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// What a finished child wrote.

@@ -12,15 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 /// The `picket-agent` binary built next to this one (`target/release/picket-agent`).
 pub fn agent_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding picket-bench's own path")?;
-    let dir = exe.parent().context("picket-bench has no parent directory")?;
-    let path = dir.join("picket-agent");
-    ensure!(
-        path.is_file(),
-        "{} is missing: build it first with `cargo build --release --bins`",
-        path.display()
-    );
-    Ok(path)
+    crate::built_bin("picket-agent")
 }
 
 /// Runs `picket-agent import-set` of `set` into the state directory `state`, and checks that it

@@ -30,19 +30,6 @@ use crate::report;
 
 const MIB: f64 = (1 << 20) as f64;
 
-/// The `picket-collector` binary built next to this one (`target/release/picket-collector`).
-fn collector_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding picket-bench's own path")?;
-    let dir = exe.parent().context("picket-bench has no parent directory")?;
-    let path = dir.join("picket-collector");
-    ensure!(
-        path.is_file(),
-        "{} is missing: cargo build --release --bins first",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// One child process run to its end.
 #[derive(Debug)]
 struct Run {
@@ -254,7 +241,7 @@ fn export(bin: &Path, data: &Path, out: &Path, since: Option<u64>) -> Result<Vec
 
 /// Runs the benchmark at 1 M indicators (`quick`: 20 000).
 pub fn run(quick: bool) -> Result<()> {
-    let bin = collector_bin()?;
+    let bin = crate::built_bin("picket-collector")?;
     let n = if quick { 20_000 } else { 1_000_000 };
     let churn = n / 100;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;

@@ -18,7 +18,9 @@ mod ingest;
 mod rescan;
 mod rss;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -94,6 +96,20 @@ fn main() -> Result<()> {
             channel::run(None, quick)
         }
     }
+}
+
+/// The workspace binary `name` built next to this one (`target/release/NAME`): the benchmarks
+/// measure the real release binaries.
+pub fn built_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding picket-bench's own path")?;
+    let dir = exe.parent().context("picket-bench has no parent directory")?;
+    let path = dir.join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build --release --bins`",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// Prints one result line in the form BENCHMARKS.md quotes.

@@ -219,30 +219,19 @@ impl Store {
 
     /// Every token, newest first.
     pub fn tokens(&self) -> Result<Vec<TokenRow>, CollectorError> {
-        let mut stmt = self
-            .conn()
-            .prepare(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE org = ?1 ORDER BY created DESC, id"
-            ))
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![ORG], token_row)
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        Ok(rows)
+        self.org_rows(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE org = ?1 ORDER BY created DESC, id"),
+            token_row,
+        )
     }
 
     /// One token by id.
     pub fn token(&self, id: &str) -> Result<Option<TokenRow>, CollectorError> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE org = ?1 AND id = ?2"),
-                params![ORG, id],
-                token_row,
-            )
-            .optional()
-            .map_err(self.err())
+        self.org_row(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE org = ?1 AND id = ?2"),
+            id,
+            token_row,
+        )
     }
 
     /// Revokes a token (a second revocation keeps the first time). `None` if no token has
@@ -259,57 +248,37 @@ impl Store {
 
     /// Every enrolled agent (revoked ones too), by id.
     pub fn agents(&self) -> Result<Vec<AgentRow>, CollectorError> {
-        let mut stmt = self
-            .conn()
-            .prepare(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 ORDER BY id"
-            ))
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![ORG], agent_row)
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        Ok(rows)
+        self.org_rows(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 ORDER BY id"),
+            agent_row,
+        )
     }
 
     /// One agent by id.
     pub fn agent(&self, id: &str) -> Result<Option<AgentRow>, CollectorError> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 AND id = ?2"),
-                params![ORG, id],
-                agent_row,
-            )
-            .optional()
-            .map_err(self.err())
+        self.org_row(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 AND id = ?2"),
+            id,
+            agent_row,
+        )
     }
 
     /// The agent enrolled with `public_key`: how a session learns who its verified client
     /// certificate belongs to.
     pub fn agent_by_key(&self, public_key: &[u8; 32]) -> Result<Option<AgentRow>, CollectorError> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 AND public_key = ?2"),
-                params![ORG, public_key.as_slice()],
-                agent_row,
-            )
-            .optional()
-            .map_err(self.err())
+        self.org_row(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE org = ?1 AND public_key = ?2"),
+            public_key.as_slice(),
+            agent_row,
+        )
     }
 
     /// The ids of revoked agents (polled by `serve` to end their live sessions).
     pub fn revoked_agents(&self) -> Result<HashSet<String>, CollectorError> {
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT id FROM agents WHERE org = ?1 AND revoked IS NOT NULL")
-            .map_err(self.err())?;
-        let ids = stmt
-            .query_map(params![ORG], |r| r.get(0))
-            .map_err(self.err())?
-            .collect::<Result<HashSet<String>, _>>()
-            .map_err(self.err())?;
-        Ok(ids)
+        self.org_rows(
+            "SELECT id FROM agents WHERE org = ?1 AND revoked IS NOT NULL",
+            |r| r.get(0),
+        )
     }
 
     /// Revokes an agent (a second revocation keeps the first time). `None` if no agent has
@@ -337,6 +306,31 @@ impl Store {
             return Err(CollectorError::Refused(format!("no enrolled agent {agent}")));
         }
         Ok(())
+    }
+
+    /// Every row `sql` selects with this organisation as `?1`, each read by `row`.
+    fn org_rows<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<C, CollectorError> {
+        let mut stmt = self.conn().prepare(sql).map_err(self.err())?;
+        let rows = stmt.query_map(params![ORG], row).map_err(self.err())?;
+        rows.collect::<Result<C, _>>().map_err(self.err())
+    }
+
+    /// The row `sql` selects with this organisation as `?1` and `key` as `?2`, read by `row`;
+    /// `None` when there is none.
+    fn org_row<T>(
+        &self,
+        sql: &str,
+        key: impl rusqlite::ToSql,
+        row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, CollectorError> {
+        self.conn()
+            .query_row(sql, params![ORG, key], row)
+            .optional()
+            .map_err(self.err())
     }
 
     /// An immediate transaction: it takes the write lock at once, so two enrolments (from two
@@ -552,6 +546,26 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// Enrols `key` with `token` at `now` for a week, the proof signed over `nonce`.
+        fn enrol(
+            &mut self,
+            token: &EnrollToken,
+            key: &Ed25519KeyPair,
+            nonce: &[u8; 32],
+            now: i64,
+        ) -> Result<Enrolled, WireError> {
+            super::enrol(
+                &mut self.store,
+                &self.pki,
+                &enroll_msg(token, key, nonce),
+                nonce,
+                now,
+                WEEK,
+            )
+        }
+    }
+
     fn agent_key() -> Ed25519KeyPair {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
@@ -643,38 +657,17 @@ mod tests {
         let mut unknown = new_token(pin).unwrap();
         unknown.secret = known.secret;
         for t in [&wrong, &unknown] {
-            let r = enrol(
-                &mut f.store,
-                &f.pki,
-                &enroll_msg(t, &key, &nonce),
-                &nonce,
-                NOW,
-                WEEK,
-            );
+            let r = f.enrol(t, &key, &nonce, NOW);
             assert_eq!(refusal(r), (ErrorCode::TokenRefused, TOKEN_NOT_VALID.to_owned()));
         }
         // A wrong secret on an expired or revoked token still says only "not valid".
         let expired = f.store.create_token(pin, 1, NOW - 100, NOW - 1).unwrap();
         let mut expired_wrong = expired.clone();
         expired_wrong.secret[3] ^= 0x80;
-        let r = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&expired_wrong, &key, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        );
+        let r = f.enrol(&expired_wrong, &key, &nonce, NOW);
         assert_eq!(refusal(r).1, TOKEN_NOT_VALID);
         // With the right secret: expired, revoked, used up.
-        let r = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&expired, &key, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        );
+        let r = f.enrol(&expired, &key, &nonce, NOW);
         assert_eq!(refusal(r), (ErrorCode::TokenRefused, "token expired".to_owned()));
         let revoked = f.store.create_token(pin, 5, NOW, NOW + 3600).unwrap();
         let row = f.store.revoke_token(&revoked.id, NOW + 1).unwrap().unwrap();
@@ -683,35 +676,13 @@ mod tests {
         let row = f.store.revoke_token(&revoked.id, NOW + 50).unwrap().unwrap();
         assert_eq!(row.revoked, Some(NOW + 1));
         assert_eq!(row.state(NOW), "revoked");
-        let r = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&revoked, &key, &nonce),
-            &nonce,
-            NOW + 2,
-            WEEK,
-        );
+        let r = f.enrol(&revoked, &key, &nonce, NOW + 2);
         assert_eq!(refusal(r), (ErrorCode::TokenRefused, "token revoked".to_owned()));
         assert_eq!(f.store.revoke_token("0000000000000000", NOW).unwrap(), None);
 
-        enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&known, &key, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        )
-        .unwrap();
+        f.enrol(&known, &key, &nonce, NOW).unwrap();
         let other = agent_key();
-        let r = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&known, &other, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        );
+        let r = f.enrol(&known, &other, &nonce, NOW);
         assert_eq!(refusal(r), (ErrorCode::TokenRefused, "token used up".to_owned()));
         assert_eq!(f.store.token(&known.id).unwrap().unwrap().state(NOW), "used up");
         // No refused attempt recorded an agent or spent a use.
@@ -725,23 +696,8 @@ mod tests {
         let token = f.store.create_token(f.pki.ca_pin(), 3, NOW, NOW + 3600).unwrap();
         let key = agent_key();
         let nonce = [3; 32];
-        enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&token, &key, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        )
-        .unwrap();
-        let r = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&token, &key, &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        );
+        f.enrol(&token, &key, &nonce, NOW).unwrap();
+        let r = f.enrol(&token, &key, &nonce, NOW);
         let (code, message) = refusal(r);
         assert_eq!(code, ErrorCode::BadRequest);
         assert!(message.contains("already enrolled"), "{message}");
@@ -766,24 +722,8 @@ mod tests {
         let mut f = fixture();
         let token = f.store.create_token(f.pki.ca_pin(), 2, NOW, NOW + 3600).unwrap();
         let nonce = [5; 32];
-        let a = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&token, &agent_key(), &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        )
-        .unwrap();
-        let b = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&token, &agent_key(), &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        )
-        .unwrap();
+        let a = f.enrol(&token, &agent_key(), &nonce, NOW).unwrap();
+        let b = f.enrol(&token, &agent_key(), &nonce, NOW).unwrap();
         assert!(f.store.revoked_agents().unwrap().is_empty());
         let row = f.store.revoke_agent(&a.agent, NOW + 5).unwrap().unwrap();
         assert_eq!(row.revoked, Some(NOW + 5));
@@ -810,15 +750,7 @@ mod tests {
         let mut f = fixture();
         let token = f.store.create_token(f.pki.ca_pin(), 1, NOW, NOW + 3600).unwrap();
         let nonce = [6; 32];
-        let got = enrol(
-            &mut f.store,
-            &f.pki,
-            &enroll_msg(&token, &agent_key(), &nonce),
-            &nonce,
-            NOW,
-            WEEK,
-        )
-        .unwrap();
+        let got = f.enrol(&token, &agent_key(), &nonce, NOW).unwrap();
         let hb = Heartbeat {
             agent_version: "0.1.0".into(),
             channel: "default".into(),

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use picket_proto::x509;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm, PKCS_ED25519,
@@ -52,10 +53,6 @@ pub const SERVER_CERT: &str = "server.pem";
 pub const SERVER_KEY: &str = "server.key";
 /// The ALPN protocol name of the agent channel.
 pub const ALPN: &[u8] = b"picket/1";
-/// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 key bytes follow it.
-pub const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
 /// The longest client certificate lifetime `issue_client` accepts (agents renew at half-life).
 pub const MAX_CLIENT_LIFETIME: u64 = 365 * DAY;
 /// The names every server certificate made by `init` carries.
@@ -70,8 +67,6 @@ const BACKDATE: u64 = DAY;
 const CLIENT_BACKDATE: u64 = 300;
 /// The largest PEM file read (a chain of a few certificates is a few kilobytes).
 const PEM_CAP: u64 = 1 << 20;
-/// 9999-12-31T23:59:59Z, the last instant X.509 can express.
-const LAST_X509_TIME: i64 = 253_402_300_799;
 
 /// The collector's TLS material, loaded from the data directory.
 pub struct Pki {
@@ -125,7 +120,7 @@ fn bad_file(path: &Path, problem: impl Into<String>) -> CollectorError {
 /// the date type can express.
 fn set_validity(params: &mut CertificateParams, from: i64, to: i64) {
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    let at = |t: i64| Duration::from_secs(t.clamp(0, LAST_X509_TIME) as u64);
+    let at = |t: i64| Duration::from_secs(t.clamp(0, x509::LAST_TIME) as u64);
     params.not_before = epoch + at(from);
     params.not_after = epoch + at(to);
 }
@@ -260,7 +255,7 @@ impl Pki {
         let Some(leaf) = server_chain.first() else {
             return Err(bad_file(&chain_path, "holds no certificate"));
         };
-        let (not_before, server_not_after) = validity(leaf)
+        let (not_before, server_not_after) = x509::validity(leaf)
             .ok_or_else(|| bad_file(&chain_path, "the certificate's validity does not parse"))?;
         let ca_label = operator.as_ref().map_or(ca_path.clone(), |f| f.ca.clone());
         check_chain(&server_chain, &server_ca_der, not_before, server_not_after).map_err(|e| {
@@ -328,7 +323,7 @@ impl Pki {
                 "client certificate lifetime of {lifetime_secs} s: must be between 1 s and {MAX_CLIENT_LIFETIME} s"
             )));
         }
-        let not_after = now.saturating_add(lifetime_secs as i64).min(LAST_X509_TIME);
+        let not_after = now.saturating_add(lifetime_secs as i64).min(x509::LAST_TIME);
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(agent_id);
         params.is_ca = IsCa::ExplicitNoCa;
@@ -393,9 +388,7 @@ pub fn agent_id(public_key: &[u8; 32]) -> String {
 
 /// The Ed25519 public key a certificate certifies, or `None` if it certifies another kind.
 pub fn ed25519_key(cert_der: &[u8]) -> Option<[u8; 32]> {
-    let spki = spki_of(cert_der).ok()?;
-    let key = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
-    key.try_into().ok()
+    x509::ed25519_key(&spki_of(cert_der).ok()?)
 }
 
 /// Whether a certificate is valid for `name` (a DNS name or an IP address), as a TLS client
@@ -489,117 +482,24 @@ fn own_ca_name(ca_der: &[u8]) -> Result<DistinguishedName, String> {
     let der = CertificateDer::from(ca_der);
     let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("{e:?}"))?;
     let not_ours = || "the CA's subject is not the single common name `init` writes".to_owned();
-    let (tag, rdn, rest) = der::tlv(cert.subject()).ok_or_else(not_ours)?;
+    let (tag, rdn, rest) = x509::tlv(cert.subject()).ok_or_else(not_ours)?;
     if tag != 0x31 || !rest.is_empty() {
         return Err(not_ours());
     }
-    let (tag, atv, rest) = der::tlv(rdn).ok_or_else(not_ours)?;
+    let (tag, atv, rest) = x509::tlv(rdn).ok_or_else(not_ours)?;
     if tag != 0x30 || !rest.is_empty() {
         return Err(not_ours());
     }
-    let (tag, oid, rest) = der::tlv(atv).ok_or_else(not_ours)?;
+    let (tag, oid, rest) = x509::tlv(atv).ok_or_else(not_ours)?;
     if tag != 0x06 || oid != [0x55, 0x04, 0x03] {
         return Err(not_ours());
     }
-    let (tag, value, rest) = der::tlv(rest).ok_or_else(not_ours)?;
+    let (tag, value, rest) = x509::tlv(rest).ok_or_else(not_ours)?;
     if tag != 0x0c || !rest.is_empty() {
         return Err(not_ours());
     }
     let cn = std::str::from_utf8(value).map_err(|_| not_ours())?;
     Ok(common_name(cn))
-}
-
-/// A certificate's validity (`not_before`, `not_after`, unix seconds).
-pub fn validity(cert_der: &[u8]) -> Option<(i64, i64)> {
-    let (tag, cert, _) = der::tlv(cert_der)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = der::tlv(cert)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = der::tlv(rest)?.2; // the explicit version
-    }
-    // The serial number, the signature algorithm and the issuer, then the validity.
-    for expected in [0x02, 0x30, 0x30] {
-        let (tag, _, after) = der::tlv(rest)?;
-        if tag != expected {
-            return None;
-        }
-        rest = after;
-    }
-    let (tag, validity, _) = der::tlv(rest)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (t1, nb, after) = der::tlv(validity)?;
-    let (t2, na, _) = der::tlv(after)?;
-    Some((der::time(t1, nb)?, der::time(t2, na)?))
-}
-
-/// The few DER readings this module needs (tag-length-value, X.509 times), on bytes webpki
-/// has already parsed or that the collector wrote itself.
-mod der {
-    /// Splits one TLV off `input`: (tag, contents, rest). Definite lengths only, as DER says.
-    pub(super) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    /// UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as
-    /// unix seconds.
-    pub(super) fn time(tag: u8, value: &[u8]) -> Option<i64> {
-        let text = std::str::from_utf8(value).ok()?;
-        let digits = text.strip_suffix('Z')?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let num = |s: &str| s.parse::<i64>().ok();
-        let (year, rest) = match (tag, digits.len()) {
-            (0x17, 12) => {
-                let yy = num(&digits[..2])?;
-                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-            }
-            (0x18, 14) => (num(&digits[..4])?, &digits[4..]),
-            _ => return None,
-        };
-        let (month, day) = (num(&rest[..2])?, num(&rest[2..4])?);
-        let (h, m, s) = (num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?);
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-            return None;
-        }
-        Some(days_from_civil(year, month, day) * 86_400 + h * 3_600 + m * 60 + s)
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
 }
 
 #[cfg(test)]
@@ -638,7 +538,7 @@ mod tests {
         assert!(id.starts_with("ag-") && id.len() == 3 + 16, "{id}");
         let (cert, not_after) = pki.issue_client(&id, &key, NOW, 7 * DAY).unwrap();
         assert_eq!(not_after, NOW + 7 * DAY as i64);
-        assert_eq!(validity(&cert), Some((NOW - 300, not_after)));
+        assert_eq!(x509::validity(&cert), Some((NOW - 300, not_after)));
         assert_eq!(ed25519_key(&cert), Some(key));
 
         let mut roots = rustls::RootCertStore::empty();
@@ -689,8 +589,7 @@ mod tests {
         let pki = Pki::load(&dir).unwrap();
         let ca_key = fs::read_to_string(dir.path().join("tls/ca.key")).unwrap();
         let kp = KeyPair::from_pkcs8_pem_and_sign_algo(&ca_key, &PKCS_ED25519).unwrap();
-        let mut spki = ED25519_SPKI_PREFIX.to_vec();
-        spki.extend_from_slice(kp.public_key_raw());
+        let spki = x509::ed25519_spki(kp.public_key_raw().try_into().unwrap());
         assert_eq!(pki.ca_pin(), picket_proto::sha256(&spki));
         assert_eq!(pki.ca_pin(), spki_sha256(pki.server_ca_der()).unwrap());
         assert_eq!(Pki::own_ca_pin(&dir.path().join(TLS_DIR)).unwrap(), pki.ca_pin());
@@ -722,7 +621,7 @@ mod tests {
             dir.config().tls.names,
             vec!["picket.example", "10.1.2.3", "Picket.Example"]
         );
-        let (nb, na) = validity(&chain[0]).unwrap();
+        let (nb, na) = x509::validity(&chain[0]).unwrap();
         assert_eq!((nb, na), (NOW - DAY as i64, NOW + SERVER_LIFETIME as i64));
         let pki = Pki::load(&dir).unwrap();
         assert_eq!(pki.server_not_after(), na);
@@ -821,16 +720,5 @@ mod tests {
             .to_string();
         assert!(err.contains("does not verify under the CA in"), "{err}");
         drop(tmp);
-    }
-
-    #[test]
-    fn x509_times_parse() {
-        assert_eq!(der::time(0x17, b"700101000000Z"), Some(0));
-        assert_eq!(der::time(0x17, b"491231235959Z"), Some(2_524_607_999));
-        assert_eq!(der::time(0x18, b"20500101000000Z"), Some(2_524_608_000));
-        assert_eq!(der::time(0x18, b"99991231235959Z"), Some(LAST_X509_TIME));
-        assert_eq!(der::time(0x17, b"7001010000Z"), None);
-        assert_eq!(der::time(0x17, b"700101000000+0100"), None);
-        assert_eq!(der::time(0x17, b"701301000000Z"), None);
     }
 }

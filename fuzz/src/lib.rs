@@ -22,6 +22,18 @@ const CHANNEL: &str = "default";
 /// The wall-clock time `update` verifies at: inside every seed document's lifetime.
 const NOW: i64 = 1_000;
 
+/// A real certificate for the `x509` target: Ed25519, self-signed by rcgen, subject CN `fuzz`,
+/// valid from 2024-02-29 (a UTCTime) to 2051-01-01 (a GeneralizedTime), so both time forms are
+/// in the seed. Made once and kept as hex: this crate does not depend on rcgen.
+const CERT_HEX: &str = concat!(
+    "308201013081b4a0030201020214231f3443d0add48f8b133ee712d9ee008f856ae5300506032b6570300f310d300b06",
+    "035504030c0466757a7a3020170d3234303232393030303030305a180f32303531303130313030303030305a300f310d",
+    "300b06035504030c0466757a7a302a300506032b6570032100bfb6723974d0a5808e9ce3dd8d413eb7e18338bd42875a",
+    "d74923957bbe6e703fa320301e301c0603551d11041530138211636f6c6c6563746f722e6578616d706c65300506032b",
+    "6570034100d5693cbbcc5ae5eeb079f8d02f196a89b26e315108a59d1b70dfb1acfbd5371bb2f27033c91bfa145d0c39",
+    "ac779b96af36d66bfe3c0117a796fec55e7f439f0d",
+);
+
 /// Feeds `data`, as a set file, to [`Trusted::update`]: once as a first install from the trust
 /// anchor, and once on top of the installed version-1 seed set (which is what reaches the
 /// delta path).
@@ -31,6 +43,31 @@ pub fn update(data: &[u8]) {
     if let Ok(file) = SetFile::decode(data, &limits) {
         let _ = Trusted::update(None, &chain.anchor, &file, NOW, &limits);
         let _ = Trusted::update(Some(&chain.installed), &chain.anchor, &file, NOW, &limits);
+    }
+}
+
+/// The number the `spool_batch` seed carries, and that the target asks of every input: a
+/// batch file's name says which batch it must hold.
+const SPOOL_BATCH: (u64, u64) = (7, 1);
+
+/// Feeds `data` to the spool's batch-file decoder twice: as it is, and with its last 32 bytes
+/// replaced by the right SHA-256 of the rest, so that mutations get past the checksum to the
+/// decoding and checks behind it. A batch that decodes must encode and decode back to itself.
+pub fn spool_batch(data: &[u8]) {
+    use picket_agent::spool::{decode_batch, encode_batch};
+    let (epoch, seq) = SPOOL_BATCH;
+    let _ = decode_batch(data, epoch, seq);
+    let Some(split) = data.len().checked_sub(32) else {
+        return;
+    };
+    let mut sealed = data[..split].to_vec();
+    sealed.extend_from_slice(&sha256(&sealed));
+    if let Ok(batch) = decode_batch(&sealed, epoch, seq) {
+        assert_eq!(
+            decode_batch(&encode_batch(&batch), epoch, seq).as_ref(),
+            Ok(&batch),
+            "a decoded batch does not survive re-encoding"
+        );
     }
 }
 
@@ -149,7 +186,42 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ));
     }
     out.extend(wire_seeds(&c.full_v1));
+    out.push(("x509", "ed25519".to_owned(), unhex(CERT_HEX)));
+    out.push(("spool_batch", "two".to_owned(), spool_seed()));
     out
+}
+
+/// A batch file of two sightings numbered [`SPOOL_BATCH`], as the spool writes it.
+fn spool_seed() -> Vec<u8> {
+    use picket_proto::wire::{Batch, ObservedKind, SightingReport};
+    let (epoch, seq) = SPOOL_BATCH;
+    let report = |indicator: &str, observed, location: Option<&str>| SightingReport {
+        indicator: indicator.into(),
+        what: "sha256".into(),
+        observed,
+        location: location.map(Into::into),
+        first_seen: 1_700_000_000,
+        last_seen: 1_700_000_060,
+        count: 2,
+        set_version: 1,
+    };
+    picket_agent::spool::encode_batch(&Batch {
+        epoch,
+        seq,
+        items: vec![
+            report("indicator--a", ObservedKind::File, Some("~/Downloads/x.exe")),
+            report("indicator--b", ObservedKind::Process, None),
+        ],
+    })
+}
+
+/// The bytes of a hex constant of this file.
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        // Invariant: only called on the constants above, which are hex digits in pairs.
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("a hex constant"))
+        .collect()
 }
 
 /// One frame of each message kind the live channel carries.
@@ -409,6 +481,16 @@ fn snapshot(version: u64, items: &[(&str, u8)]) -> Snapshot {
     Snapshot::new(CHANNEL, version, records).expect("fixed ids are unique")
 }
 
+/// Defaults for the plain-list target.
+pub fn list_defaults() -> picket_collector::ingest::Defaults {
+    picket_collector::ingest::Defaults {
+        source: "fuzz".into(),
+        tlp: picket_proto::Tlp::Green,
+        confidence: 50,
+        severity: picket_proto::Severity::Medium,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,14 +511,18 @@ mod tests {
         view(&c.v1.encode());
         view(&c.v2.encode());
     }
-}
 
-/// Defaults for the plain-list target.
-pub fn list_defaults() -> picket_collector::ingest::Defaults {
-    picket_collector::ingest::Defaults {
-        source: "fuzz".into(),
-        tlp: picket_proto::Tlp::Green,
-        confidence: 50,
-        severity: picket_proto::Severity::Medium,
+    /// The seeds of the `x509` and `spool_batch` targets are what those decoders accept whole.
+    #[test]
+    fn the_certificate_and_spool_batch_seeds_decode() {
+        let cert = unhex(CERT_HEX);
+        assert_eq!(
+            picket_proto::x509::validity(&cert),
+            Some((1_709_164_800, 2_556_144_000))
+        );
+        let (epoch, seq) = SPOOL_BATCH;
+        let batch = picket_agent::spool::decode_batch(&spool_seed(), epoch, seq).unwrap();
+        assert_eq!(batch.items.len(), 2);
+        spool_batch(&spool_seed());
     }
 }

@@ -20,6 +20,10 @@
 //!
 //! Serialization is postcard: field order is the schema. Every format starts with a magic and a
 //! version, and golden-bytes tests pin each encoding.
+//!
+//! Two modules are public as namespaces rather than re-exported: [`wire`], the messages and
+//! framing of the live channel between agent and collector, and [`x509`], the few certificate
+//! facts (validity, Ed25519 public key) both ends read from the channel's certificates.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +41,7 @@ mod token;
 mod verify;
 mod view;
 pub mod wire;
+pub mod x509;
 
 pub use anchor::TrustAnchor;
 pub use docs::{ChannelSpec, DeltaRef, Document, Manifest, RoleSpec, Root, Timestamp};

@@ -5,52 +5,11 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, indicator, lines, ok, s, wait_line, Child, SetSigner, EICAR, EICAR_SHA256};
-use picket_proto::{Hash, NamePattern, Observable};
-
-struct Daemon {
-    _child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(bin("picket-agent"))
-            .args(["run", "--config", s(config)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        Daemon {
-            _child: Child(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits (bounded) for a line on `which` containing `needle`.
-    fn wait(which: &Receiver<String>, needle: &str, limit: Duration) -> String {
-        wait_line(which, needle, limit)
-    }
-}
-
-fn eicar_indicator() -> picket_proto::Indicator {
-    indicator(
-        "indicator--eicar",
-        Observable::FileHash {
-            hash: Hash::from_hex(EICAR_SHA256).unwrap(),
-            size: None,
-        },
-    )
-}
+use picket_e2e::{bin, eicar_indicator, import_ok, indicator, ok, s, wait_line, Daemon, SetSigner, EICAR};
+use picket_proto::{NamePattern, Observable};
 
 #[test]
 fn the_daemon_finds_a_new_file_within_seconds_and_follows_set_updates() {
@@ -65,17 +24,7 @@ fn the_daemon_finds_a_new_file_within_seconds_and_follows_set_updates() {
     let state = tmp.path().join("state");
     let mut signer = SetSigner::new(tmp.path());
     let v1 = signer.write("v1.pkt", &[eicar_indicator()]);
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&signer.anchor()),
-            s(&v1),
-        ],
-    );
+    import_ok(&state, &signer.anchor(), &v1);
     let config = tmp.path().join("agent.toml");
     fs::write(
         &config,
@@ -88,16 +37,16 @@ fn the_daemon_finds_a_new_file_within_seconds_and_follows_set_updates() {
     .unwrap();
     let d = Daemon::start(&config);
     // The initial scan finds what was already there.
-    let first = Daemon::wait(&d.stdout, "old.com", Duration::from_secs(30));
+    let first = wait_line(&d.stdout, "old.com", Duration::from_secs(30));
     assert!(first.contains("\"indicator\":\"indicator--eicar\""), "{first}");
-    Daemon::wait(&d.stderr, "scan done", Duration::from_secs(30));
+    wait_line(&d.stderr, "scan done", Duration::from_secs(30));
 
     // A file written while the daemon runs, in a directory created after it started.
     fs::create_dir_all(watched.join("new/deeper")).unwrap();
     let planted = watched.join("new/deeper/dropper.exe");
     let written = Instant::now();
     fs::write(&planted, EICAR).unwrap();
-    let line = Daemon::wait(&d.stdout, "dropper.exe", Duration::from_secs(10));
+    let line = wait_line(&d.stdout, "dropper.exe", Duration::from_secs(10));
     let found_in = written.elapsed();
     assert!(found_in < Duration::from_secs(5), "found after {found_in:?}");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -118,25 +67,15 @@ fn the_daemon_finds_a_new_file_within_seconds_and_follows_set_updates() {
             ),
         ],
     );
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&signer.anchor()),
-            s(&v2),
-        ],
-    );
-    Daemon::wait(&d.stderr, "set version=2", Duration::from_secs(15));
-    let rescan = Daemon::wait(&d.stderr, "scan done set_version=2", Duration::from_secs(30));
+    import_ok(&state, &signer.anchor(), &v2);
+    wait_line(&d.stderr, "set version=2", Duration::from_secs(15));
+    let rescan = wait_line(&d.stderr, "scan done set_version=2", Duration::from_secs(30));
     // old.com comes from the cache; dropper.exe, written within the cache's margin, is read.
     assert!(
         rescan.contains("hashed=1 bytes=68 cached=1"),
         "unchanged files are not read again: {rescan}"
     );
-    let by_name = Daemon::wait(&d.stdout, "indicator--name", Duration::from_secs(10));
+    let by_name = wait_line(&d.stdout, "indicator--name", Duration::from_secs(10));
     assert!(by_name.contains("dropper.exe"), "{by_name}");
     drop(d);
 
@@ -157,21 +96,11 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     let state = tmp.path().join("state");
     let mut signer = SetSigner::new(tmp.path());
     let v1 = signer.write("v1.pkt", &[eicar_indicator()]);
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&signer.anchor()),
-            s(&v1),
-        ],
-    );
+    import_ok(&state, &signer.anchor(), &v1);
     let config = tmp.path().join("agent.toml");
     fs::write(&config, format!("state_dir = {:?}\n", s(&state))).unwrap();
     let d = Daemon::start(&config);
-    Daemon::wait(&d.stderr, "set version=1", Duration::from_secs(15));
+    wait_line(&d.stderr, "set version=1", Duration::from_secs(15));
     let second = Command::new(bin("picket-agent"))
         .args(["run", "--config", s(&config)])
         .output()

@@ -8,67 +8,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, indicator, lines, ok, s, wait_line, Child, SetSigner, EICAR, EICAR_SHA256};
-use picket_proto::{Hash, NamePattern, Observable};
-
-struct Daemon {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(bin("picket-agent"))
-            .args(["run", "--config", s(config)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        Daemon {
-            child: Child(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Sends `signal` (`TERM`, `HUP`) to the daemon with kill(1).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Waits at most `limit` for the daemon to exit.
-    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-fn eicar() -> picket_proto::Indicator {
-    indicator(
-        "indicator--eicar",
-        Observable::FileHash {
-            hash: Hash::from_hex(EICAR_SHA256).unwrap(),
-            size: None,
-        },
-    )
-}
+use picket_e2e::{eicar_indicator, import_ok, indicator, ok, s, wait_line, Daemon, SetSigner, EICAR};
+use picket_proto::{NamePattern, Observable};
 
 /// A state directory with `indicators` installed, and the path of its config file.
 struct Setup {
@@ -85,17 +28,7 @@ fn setup(indicators: &[picket_proto::Indicator]) -> Setup {
     let state = tmp.path().join("state");
     let mut signer = SetSigner::new(tmp.path());
     let v1 = signer.write("v1.pkt", indicators);
-    ok(
-        "picket-agent",
-        &[
-            "import-set",
-            "--state",
-            s(&state),
-            "--trust",
-            s(&signer.anchor()),
-            s(&v1),
-        ],
-    );
+    import_ok(&state, &signer.anchor(), &v1);
     let config = tmp.path().join("agent.toml");
     let setup = Setup {
         root,
@@ -127,7 +60,7 @@ fn status_json(state: &Path) -> serde_json::Value {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly_and_saves_the_sighting_counts() {
-    let st = setup(&[eicar()]);
+    let st = setup(&[eicar_indicator()]);
     fs::write(st.root.join("sample.com"), EICAR).unwrap();
     // Rescans every second, so the count grows in memory; counts of known sightings are saved
     // only every 30 s or at a clean stop.
@@ -164,7 +97,7 @@ fn sigterm_stops_the_daemon_cleanly_and_saves_the_sighting_counts() {
 
 #[test]
 fn sighup_with_a_new_root_scans_it() {
-    let st = setup(&[eicar()]);
+    let st = setup(&[eicar_indicator()]);
     let d = Daemon::start(&st.config);
     wait_line(&d.stderr, "scan done", Duration::from_secs(15));
     let added = st.root.parent().unwrap().join("added");
@@ -181,7 +114,7 @@ fn sighup_with_a_new_root_scans_it() {
 
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_one() {
-    let st = setup(&[eicar()]);
+    let st = setup(&[eicar_indicator()]);
     let mut d = Daemon::start(&st.config);
     wait_line(&d.stderr, "scan done", Duration::from_secs(15));
     fs::write(
@@ -211,7 +144,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
 #[test]
 fn status_shows_the_spool_after_a_detection_and_outbound_shows_what_leaves() {
     let st = setup(&[
-        eicar(),
+        eicar_indicator(),
         indicator(
             "indicator--lnk",
             Observable::FileName(NamePattern {

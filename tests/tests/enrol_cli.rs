@@ -15,6 +15,24 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `picket-collector ARGS`, which must exit 2 with `needle` in its stderr.
+fn fails_with(args: &[&str], needle: &str) -> std::process::Output {
+    let out = run("picket-collector", args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    out
+}
+
+/// The one token `token list --json` shows.
+fn only_token(c: &Collector) -> serde_json::Value {
+    let listed = ok(
+        "picket-collector",
+        &["token", "list", "--data", c.data(), "--json"],
+    );
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    serde_json::from_str(listed.trim()).unwrap()
+}
+
 #[test]
 fn token_create_prints_one_token_that_pins_the_collector_ca() {
     let c = Collector::init();
@@ -42,11 +60,7 @@ fn token_create_prints_one_token_that_pins_the_collector_ca() {
     assert!(err.contains(&token.id) && err.contains("3 use(s)"), "{err}");
     assert!(!err.contains(&hex::encode(token.secret)), "{err}");
 
-    let listed = ok(
-        "picket-collector",
-        &["token", "list", "--data", c.data(), "--json"],
-    );
-    let row: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    let row = only_token(&c);
     assert_eq!(row["id"], token.id.as_str());
     assert_eq!(row["uses_left"], 3);
     assert_eq!(row["used"], 0);
@@ -70,14 +84,7 @@ fn token_list_never_shows_the_secret_and_revocation_shows() {
         assert!(listed.contains(&token.id), "{listed}");
         assert!(!listed.contains(&secret), "the secret leaked: {listed}");
     }
-    let row: serde_json::Value = serde_json::from_str(
-        ok(
-            "picket-collector",
-            &["token", "list", "--data", c.data(), "--json"],
-        )
-        .trim(),
-    )
-    .unwrap();
+    let row = only_token(&c);
     assert_eq!(row["uses_left"], 1, "one use by default");
     assert_eq!(
         row["expires"].as_i64().unwrap() - row["created"].as_i64().unwrap(),
@@ -89,14 +96,7 @@ fn token_list_never_shows_the_secret_and_revocation_shows() {
         &["token", "revoke", "--data", c.data(), &token.id],
     );
     assert!(revoked.contains(&token.id), "{revoked}");
-    let row: serde_json::Value = serde_json::from_str(
-        ok(
-            "picket-collector",
-            &["token", "list", "--data", c.data(), "--json"],
-        )
-        .trim(),
-    )
-    .unwrap();
+    let row = only_token(&c);
     assert_eq!(row["state"], "revoked");
     assert!(row["revoked"].is_i64());
 }
@@ -104,34 +104,18 @@ fn token_list_never_shows_the_secret_and_revocation_shows() {
 #[test]
 fn unknown_ids_exit_2_naming_them() {
     let c = Collector::init();
-    let out = run(
-        "picket-collector",
+    fails_with(
         &["token", "revoke", "--data", c.data(), "0123456789abcdef"],
+        "no token with id \"0123456789abcdef\"",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no token with id \"0123456789abcdef\""),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = run(
-        "picket-collector",
+    fails_with(
         &["agents", "revoke", "--data", c.data(), "ag-0000000000000000"],
+        "no agent with id \"ag-0000000000000000\"",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no agent with id \"ag-0000000000000000\""),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = run(
-        "picket-collector",
+    let out = fails_with(
         &["token", "create", "--data", c.data(), "--expires", "soon"],
+        "--expires",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--expires"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 
     assert_eq!(
@@ -175,8 +159,7 @@ fn init_with_tls_names_puts_them_in_the_server_certificate() {
         EnrollToken::parse(&ok("picket-collector", &["token", "create", "--data", s(&data)])).unwrap();
     assert!(said.contains(&hex::encode(token.ca_pin)), "{said}");
 
-    let out = run(
-        "picket-collector",
+    fails_with(
         &[
             "init",
             "--data",
@@ -184,7 +167,6 @@ fn init_with_tls_names_puts_them_in_the_server_certificate() {
             "--tls-name",
             "not a name",
         ],
+        "\"not a name\"",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("\"not a name\""), "{}", stderr(&out));
 }

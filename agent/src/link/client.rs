@@ -20,7 +20,7 @@ use picket_proto::wire::{
     self, decode_body, encode_frame, frame_len, ClientMsg, Hello, ServerMsg, Welcome, MAX_CLIENT_FRAME,
     MAX_SERVER_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
-use picket_proto::EnrollToken;
+use picket_proto::{x509, EnrollToken};
 use ring::signature::KeyPair;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -429,7 +429,7 @@ pub async fn enroll(
     }
     let spki =
         cert::spki(&got.certificate).map_err(|e| bad(format!("the client certificate it sent: {e}")))?;
-    if spki != cert::ed25519_spki(&public_key) {
+    if spki != x509::ed25519_spki(&public_key) {
         return Err(bad(
             "the client certificate it sent is not for the agent's new key".into(),
         ));

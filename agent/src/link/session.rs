@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use picket_proto::wire::{ClientMsg, ErrorCode, Fetch, ServerMsg};
-use picket_proto::{Limits, TrustAnchor};
+use picket_proto::{x509, Limits, TrustAnchor};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -245,7 +245,7 @@ async fn session(
         }
     }
     let anchor = read_anchor(&cfg.trust)?;
-    let validity = cert::validity(&tls::read_cert_file(&cfg.cert)?);
+    let validity = x509::validity(&tls::read_cert_file(&cfg.cert)?);
     if let Some((_, not_after)) = validity {
         if unix_now() > not_after {
             log(format!(
@@ -574,7 +574,7 @@ impl Served<'_> {
         // now is asked again at the next connection.
         *self.renew_at = None;
         match cert::spki(der) {
-            Ok(spki) if spki == cert::ed25519_spki(self.public_key) => {}
+            Ok(spki) if spki == x509::ed25519_spki(self.public_key) => {}
             _ => {
                 log(format!(
                     "error: collector {} sent a renewed certificate that is not for this agent's key; keeping {}",

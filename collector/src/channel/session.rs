@@ -304,7 +304,9 @@ pub(crate) async fn run(
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
     let cert_key = cert.map(|c| crate::pki::ed25519_key(c));
     // rustls checked the validity at the handshake; the session ends when it runs out.
-    let cert_not_after = cert.and_then(|c| crate::pki::validity(c)).map(|(_, na)| na);
+    let cert_not_after = cert
+        .and_then(|c| picket_proto::x509::validity(c))
+        .map(|(_, na)| na);
     let (mut rd, mut wr) = tokio::io::split(tls);
     let waited = format!(
         "no hello within {} of connecting",
