@@ -191,6 +191,12 @@ struct RawCollector {
     /// (the fallback when a push is missed), spread by ±20 %.
     #[serde(default = "default_collector_poll")]
     poll_interval: String,
+    /// The largest set file accepted from the collector (`256MiB`; at least `1MiB`, at most the
+    /// protocol's `512MiB`). A frame announcing more is refused before any of it is read, and
+    /// the session starts again; while a set this large is being received and installed, the
+    /// agent holds a few times its size in memory.
+    #[serde(default = "default_max_set_bytes")]
+    max_set_bytes: String,
 }
 
 fn default_channel() -> String {
@@ -201,6 +207,9 @@ fn default_heartbeat() -> String {
 }
 fn default_collector_poll() -> String {
     "5m".into()
+}
+fn default_max_set_bytes() -> String {
+    "256MiB".into()
 }
 
 fn yes() -> bool {
@@ -286,6 +295,8 @@ pub struct CollectorConfig {
     pub heartbeat_interval: Duration,
     /// Fallback poll period (before jitter).
     pub poll_interval: Duration,
+    /// The largest set file accepted from the collector, in bytes.
+    pub max_set_bytes: u64,
 }
 
 /// The `[sightings]` section, as typed values.
@@ -298,6 +309,9 @@ pub struct SightingsConfig {
     /// Most batches in the spool.
     pub spool_batches: usize,
 }
+
+/// The smallest `collector.max_set_bytes` accepted: below it not even a small set would fit.
+const MIN_SET_BYTES: u64 = 1 << 20;
 
 /// Checks and converts the `[collector]` section.
 fn collector_config(c: RawCollector, origin: &str) -> Result<CollectorConfig, String> {
@@ -340,7 +354,16 @@ fn collector_config(c: RawCollector, origin: &str) -> Result<CollectorConfig, St
                 format!("{origin}: {key}: {v:?} is not a duration of at least 1s, such as 60s or 5m")
             })
     };
+    let max_set_bytes = parse_size(&c.max_set_bytes)
+        .filter(|n| (MIN_SET_BYTES..=picket_proto::wire::MAX_SERVER_FRAME as u64).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "{origin}: collector.max_set_bytes: {:?} is not a size between 1MiB and 512MiB, such as 256MiB",
+                c.max_set_bytes
+            )
+        })?;
     Ok(CollectorConfig {
+        max_set_bytes,
         heartbeat_interval: dur("collector.heartbeat_interval", &c.heartbeat_interval)?,
         poll_interval: dur("collector.poll_interval", &c.poll_interval)?,
         address: c.address,
@@ -544,6 +567,15 @@ mod tests {
         assert_eq!(c.channel, "default");
         assert_eq!(c.heartbeat_interval, Duration::from_secs(60));
         assert_eq!(c.poll_interval, Duration::from_secs(300));
+        assert_eq!(c.max_set_bytes, 256 << 20);
+        let c = Config::parse(
+            &format!("{base}address = \"c:1\"\nmax_set_bytes = \"8MiB\"\n"),
+            "agent.toml",
+        )
+        .unwrap()
+        .collector
+        .unwrap();
+        assert_eq!(c.max_set_bytes, 8 << 20);
         let c = Config::parse(&format!("{base}address = \"[::1]:4433\"\n"), "agent.toml")
             .unwrap()
             .collector
@@ -575,6 +607,14 @@ mod tests {
             (
                 "address = \"c:1\"\ntoken = \"pk1-...\"\n",
                 "unknown field `token`",
+            ),
+            (
+                "address = \"c:1\"\nmax_set_bytes = \"1GiB\"\n",
+                "collector.max_set_bytes: \"1GiB\" is not a size between 1MiB and 512MiB",
+            ),
+            (
+                "address = \"c:1\"\nmax_set_bytes = \"64KiB\"\n",
+                "collector.max_set_bytes: \"64KiB\"",
             ),
         ] {
             let err = Config::parse(&format!("{base}{extra}"), "/etc/picket/agent.toml").unwrap_err();

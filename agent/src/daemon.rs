@@ -30,9 +30,14 @@
 //! the configuration in force stays. Reloaded at once: `[scan]` (roots, exclusions, sizes,
 //! filesystems, rescan interval, watching), `[processes]`, `[connections]`,
 //! `limits.cpu_budget` and `[sightings]`; `limits.memory_limit` applies from the next set
-//! loaded. Only at the next restart (the value in force stays, with a warning): `state_dir`,
-//! `limits.max_sightings`, `limits.cache_entries` and `[collector]`. A full scan in progress
-//! finishes with the configuration it started with.
+//! loaded (and the link refuses sets over it from then on). Only at the next restart (the value
+//! in force stays, with a warning): `state_dir`, `limits.max_sightings`, `limits.cache_entries`
+//! and `[collector]`. A full scan in progress finishes with the configuration it started with.
+//!
+//! A stored set that cannot be loaded (its index would pass `limits.memory_limit`, or the file
+//! is damaged) stops an agent that is not enrolled, as a missing set does; an enrolled agent
+//! logs it, matches nothing, says so in `status.json` (`set_error`), and keeps its link and spool
+//! running, so the collector's next set that loads replaces it without anyone restarting it.
 //!
 //! The daemon is otherwise crash-only: a kill loses at most the last few seconds of sighting
 //! counts.
@@ -81,6 +86,8 @@ const TICK: Duration = Duration::from_millis(200);
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// `status.json` is rewritten at least this often, and whenever it changes.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How often the redactor reads the host's accounts, home directories and names again.
+const REDACTOR_REFRESH: Duration = Duration::from_secs(60);
 /// How long a stop waits for the file and link threads before it returns anyway.
 const STOP_GRACE: Duration = Duration::from_millis(1200);
 /// The kernel's unit for times in `/proc/self/stat` (`USER_HZ`), 100 on every Linux
@@ -100,6 +107,8 @@ struct Recorder {
     out: Box<dyn Write + Send>,
     dirty_since: Option<Instant>,
     redactor: Redactor,
+    /// When `redactor` read the host's accounts, home directories and names.
+    redactor_made: Instant,
     report_interval: Duration,
     spool: Arc<Mutex<Spool>>,
     wake: Arc<tokio::sync::Notify>,
@@ -173,6 +182,11 @@ impl Recorder {
             self.updated.retain(|i| !wanted.contains(i));
         }
         self.last_flush = Instant::now();
+        if self.redactor_made.elapsed() >= REDACTOR_REFRESH {
+            // Users who logged in (and got a home directory) since are redacted too.
+            self.redactor = Redactor::for_host(self.redactor.mode());
+            self.redactor_made = Instant::now();
+        }
         let reports = self.redactor.outbound(
             self.table.iter().filter(|s| wanted.contains(&s.indicator)),
             self.set_version,
@@ -277,9 +291,14 @@ struct Shared {
     /// Bumped at each reload, so the file thread knows to look.
     cfg_version: AtomicU64,
     config_hash: Mutex<[u8; 32]>,
-    /// `None` only for an enrolled agent whose first set has not arrived yet.
+    /// `None` only for an enrolled agent whose first set has not arrived yet, or whose stored
+    /// set could not be loaded at start (`set_error` says why).
     set: RwLock<Option<Arc<LoadedSet>>>,
     set_info: Mutex<Option<SetInfo>>,
+    /// Why the stored set is not the one in force (it could not be loaded), until one is.
+    set_error: Mutex<Option<String>>,
+    /// `limits.memory_limit` in force, shared with the link so it refuses sets over it.
+    memory_limit: Arc<AtomicU64>,
     cache: Mutex<HashCache>,
     recorder: Mutex<Recorder>,
     set_changed: AtomicBool,
@@ -439,8 +458,9 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
     for name in [SIGHTINGS_FILE, CACHE_FILE, status::STATUS_FILE] {
         crate::store::remove_stale_temps(&dir, name)?;
     }
-    let (set, set_info) = match LoadedSet::from_state(&dir, &limits, cfg.memory_limit)? {
-        Some((set, trusted)) => {
+    let mut set_error = None;
+    let (set, set_info) = match LoadedSet::from_state(&dir, &limits, cfg.memory_limit) {
+        Ok(Some((set, trusted))) => {
             report_loaded(&set, &trusted);
             let info = SetInfo::of(&trusted);
             // `Trusted` owns a copy of the whole snapshot (96 MiB for a million SHA-256
@@ -449,14 +469,25 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
             (Some(Arc::new(set)), Some(info))
         }
         // Enrolled: the link brings the first set.
-        None if cfg.collector.is_some() => {
+        Ok(None) if cfg.collector.is_some() => {
             eprintln!(
                 "picket-agent: no set installed in {} yet; waiting for one from the collector",
                 dir.display()
             );
             (None, None)
         }
-        None => return Err(AgentError::NoSet { path: dir }),
+        Ok(None) => return Err(AgentError::NoSet { path: dir }),
+        // Enrolled: a stored set that cannot be loaded (over the memory limit, damaged) must
+        // not stop the agent, or the link could never bring the set that replaces it.
+        Err(e) if cfg.collector.is_some() => {
+            let message = format!("the installed set is not in force: {e}");
+            eprintln!(
+                "picket-agent: error: {message}; nothing is matched until the collector sends a set that loads"
+            );
+            set_error = Some(message);
+            (None, None)
+        }
+        Err(e) => return Err(e),
     };
     let (cache, discarded) = HashCache::load(&dir.join(CACHE_FILE), cfg.cache_entries)?;
     if let Some(d) = discarded {
@@ -473,9 +504,12 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
         ..LinkStatus::default()
     }));
     let set_version = set.as_ref().map_or(0, |s| s.version);
+    let memory_limit = Arc::new(AtomicU64::new(cfg.memory_limit));
     let shared = Arc::new(Shared {
         set: RwLock::new(set),
         set_info: Mutex::new(set_info),
+        set_error: Mutex::new(set_error),
+        memory_limit: memory_limit.clone(),
         cache: Mutex::new(cache),
         recorder: Mutex::new(Recorder {
             table: load_sightings(&dir, cfg.max_sightings),
@@ -483,6 +517,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
             out,
             dirty_since: None,
             redactor: Redactor::for_host(cfg.sightings.location),
+            redactor_made: Instant::now(),
             report_interval: cfg.sightings.report_interval,
             spool: spool.clone(),
             wake: wake.clone(),
@@ -523,6 +558,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
                 status: shared.link.clone(),
                 stop: stop.clone(),
                 set_installed: set_installed.clone(),
+                memory_limit,
             };
             Some(crate::link::spawn(ctx).map_err(AgentError::io(&dir))?)
         }
@@ -566,6 +602,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
                     Ok(Some((set, trusted))) => {
                         report_loaded(&set, &trusted);
                         *lock(&shared.set_info) = Some(SetInfo::of(&trusted));
+                        *lock(&shared.set_error) = None;
                         drop(trusted);
                         *shared.set.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(set));
                         shared.set_changed.store(true, Ordering::SeqCst);
@@ -575,7 +612,13 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        eprintln!("picket-agent: error: the new set was not loaded, the old one stays: {e}")
+                        let message = if current(&shared).is_some() {
+                            format!("the new set was not loaded, the old one stays: {e}")
+                        } else {
+                            format!("the installed set is not in force: {e}")
+                        };
+                        eprintln!("picket-agent: error: {message}");
+                        *lock(&shared.set_error) = Some(message);
                     }
                 }
             }
@@ -695,9 +738,12 @@ fn reload_config(shared: &Shared, path: &Path) {
         // Accounts added since are redacted from now on too.
         let mut rec = lock(&shared.recorder);
         rec.redactor = Redactor::for_host(new.sightings.location);
+        rec.redactor_made = Instant::now();
         rec.report_interval = new.sightings.report_interval;
     }
     lock(&shared.spool).set_max_batches(new.sightings.spool_batches);
+    // The link refuses sets over the new ceiling from now on; the set in force stays.
+    shared.memory_limit.store(new.memory_limit, Ordering::SeqCst);
     *lock(&shared.config_hash) = picket_proto::sha256(&text);
     *shared.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     shared.cfg_version.fetch_add(1, Ordering::SeqCst);
@@ -740,6 +786,7 @@ fn status_report(shared: &Shared, stopped: bool) -> StatusReport {
         }),
         sightings,
         spool,
+        set_error: lock(&shared.set_error).clone(),
         collector: CollectorStatus {
             enrolled: config(shared).collector.is_some(),
             address: link.collector,

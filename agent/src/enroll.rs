@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Then it connects once more, as the enrolled agent, and installs the collector's current set
-//! (every check of an offline import applies): this proves the files it wrote work, and the
-//! daemon starts matching at once.
+//! (every check of an offline import applies, and those of the link: the set must be for the
+//! channel enrolled in, and its index must fit under the memory limit of the configuration just
+//! written): this proves the files it wrote work, and the daemon starts matching at once.
 //!
 //! Invariants: everything that can be checked locally (the anchor, the address, the roots, the
 //! machine id, an earlier enrolment) is checked before the token is spent or anything is
@@ -32,7 +33,7 @@ use picket_proto::{EnrollToken, Limits, TrustAnchor};
 
 use crate::config::Config;
 use crate::link::{self, cert, tls, LinkError};
-use crate::store::{write_atomically, Imported, StateDir};
+use crate::store::{write_atomically, Expected, Imported, StateDir};
 
 /// Where the machine id is looked for when no file is named, in order.
 pub const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
@@ -251,8 +252,13 @@ pub fn enroll(opts: &EnrollOptions) -> Result<EnrolledAgent, LinkError> {
     );
     let config_path = state.join(CONFIG_FILE);
     // What is written must be what `run` accepts.
-    Config::parse(&text, &config_path.display().to_string())
+    let written = Config::parse(&text, &config_path.display().to_string())
         .map_err(|e| LinkError::Invalid(format!("the configuration enrolment made does not parse: {e}")))?;
+    let max_set_bytes = written
+        .collector
+        .as_ref()
+        .ok_or_else(|| LinkError::Invalid("the configuration enrolment made has no [collector]".into()))?
+        .max_set_bytes;
     write(CONFIG_FILE, text.as_bytes())?;
     let first_set = runtime
         .block_on(fetch_current(
@@ -261,6 +267,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<EnrolledAgent, LinkError> {
             &state,
             &opts.channel,
             wire::machine_hash(&got.public_key, &machine_id),
+            link::session::frame_cap(max_set_bytes),
         ))
         .map_err(|e| e.to_string())
         .and_then(|file| match file {
@@ -268,8 +275,21 @@ pub fn enroll(opts: &EnrollOptions) -> Result<EnrolledAgent, LinkError> {
             Some((version, bytes)) => {
                 let origin =
                     PathBuf::from(format!("set version {version} from collector {}", opts.collector));
+                let expected = Expected {
+                    channel: &opts.channel,
+                    memory_limit: written.memory_limit,
+                };
                 StateDir::open(&state)
-                    .and_then(|dir| dir.import(&anchor, &origin, &bytes, unix_now(), &Limits::default()))
+                    .and_then(|dir| {
+                        dir.import_expected(
+                            &anchor,
+                            &origin,
+                            &bytes,
+                            unix_now(),
+                            &Limits::default(),
+                            &expected,
+                        )
+                    })
                     .map(Some)
                     .map_err(|e| e.to_string())
             }
@@ -289,13 +309,15 @@ fn unix_now() -> i64 {
 }
 
 /// Connects once as the newly enrolled agent (the files just written: this proves they work)
-/// and asks for the current set of `channel`. Returns the set file when the collector sent one.
+/// and asks for the current set of `channel`, accepting frames of at most `max_frame` bytes.
+/// Returns the set file when the collector sent one.
 async fn fetch_current(
     addr: &str,
     server_name: &str,
     state: &Path,
     channel: &str,
     machine: [u8; 32],
+    max_frame: usize,
 ) -> Result<Option<(u64, Vec<u8>)>, LinkError> {
     let config = tls::agent_config(
         &state.join(CA_FILE),
@@ -303,6 +325,7 @@ async fn fetch_current(
         &state.join(KEY_FILE),
     )?;
     let mut session = link::connect(addr, server_name, config, machine).await?;
+    session.set_max_frame(max_frame);
     let (have, have_timestamp) = match crate::store::load_set(state, &Limits::default()) {
         Ok(Some(t)) => (Some(t.manifest().version), Some(t.timestamp().version)),
         _ => (None, None),

@@ -67,6 +67,22 @@ fn compile(view: &SnapshotView<'_>, memory_limit: u64) -> Result<(Index, usize),
     Ok((b.finish(), unknown))
 }
 
+/// Refuses a set whose index would need more than `memory_limit`, without building it: one pass
+/// counts the indicators by shape, and [`Index::estimate_bytes`] sizes the index from the
+/// counts (the check [`LoadedSet::from_trusted`] makes while it builds). Returns the estimate.
+/// The link and enrolment call it before a set replaces the installed one, so that a set the
+/// daemon could not load is never installed in place of one it can.
+pub fn check_index_fits(view: &SnapshotView<'_>, memory_limit: u64) -> Result<u64, AgentError> {
+    let mut counts = Counts::default();
+    for r in view.records() {
+        if let Ok(Some(ind)) = r.indicator() {
+            counts.add(&ind.observable);
+        }
+    }
+    check_fits(&counts, view, memory_limit)?;
+    Ok(Index::estimate_bytes(&counts) as u64)
+}
+
 fn check_fits(counts: &Counts, view: &SnapshotView<'_>, limit: u64) -> Result<(), AgentError> {
     let need = Index::estimate_bytes(counts) as u64;
     if need > limit {

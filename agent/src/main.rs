@@ -546,6 +546,7 @@ fn add_daemon_json(v: &mut serde_json::Value, report: Option<&StatusReport>, wal
         "agent_version": r.agent_version,
         "set_version": r.set.as_ref().map(|s| s.version),
         "fresh": r.set.as_ref().map(|s| s.fresh),
+        "set_error": r.set_error,
         "sightings": r.sightings,
     });
     v["last_scan"] = serde_json::to_value(&r.last_scan).unwrap_or_default();
@@ -570,6 +571,16 @@ fn print_daemon(report: Option<&StatusReport>, wall: i64) {
             rfc3339(r.written),
             r.pid
         );
+    }
+    match (&r.set, &r.set_error) {
+        (_, Some(e)) => println!(
+            "set in force: {}: {e}",
+            r.set
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |s| format!("version {}", s.version))
+        ),
+        (Some(s), None) => println!("set in force: version {}", s.version),
+        (None, None) => println!("set in force: none yet"),
     }
     match &r.last_scan {
         Some(l) => println!(

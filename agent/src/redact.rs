@@ -2,7 +2,8 @@
 //! receives.
 //!
 //! Architecture invariant: **nothing leaves the agent that this module did not produce.** The
-//! spool holds only its output, and `picket-agent sightings --outbound` prints exactly that.
+//! spool holds only its output, and `picket-agent sightings --outbound` prints exactly that
+//! (the same function, over the same table, with the host's accounts and names read again).
 //!
 //! The rules, in order:
 //! - A connection never sends the remote address: the indicator says which one it was.
@@ -12,10 +13,9 @@
 //!   leaves. Exact and glob file-name indicators share one kind (`file-name`) on the wire, so both
 //!   send none: an unknown kind fails closed the same way.
 //! - A file found by its digest sends its location as `[sightings] location` says: `redacted`
-//!   (the default) replaces home directories with `~` (`/home/<user>`, `/root`, `/Users/<user>`,
-//!   `/var/home/<user>` and every home in `/etc/passwd` of a human account), runtime directories'
-//!   uid (`/run/user/<uid>` becomes `/run/user/*`) and any path segment that is a human account's
-//!   user name (`*`); `name` keeps the file name alone; `none` sends nothing.
+//!   (the default) applies the path rules below; `name` keeps the file name alone (a name that
+//!   is a user name becomes `<user>`, the host's names in it become `<host>`); `none` sends
+//!   nothing.
 //! - A process found by an exact executable digest, name or path sends its executable path, by
 //!   the same rule.
 //! - Times are rounded down to the minute, so a report cannot be lined up with one exact event
@@ -23,15 +23,57 @@
 //! - A location longer than the wire allows ([`wire::MAX_FIELD`]) falls back to the file name,
 //!   then to none.
 //!
+//! The path rules of `redacted`:
+//! - **Homes become `~`.** A home directory of an account in `/etc/passwd` (uid 1000 and up),
+//!   `/root`, and under `/home/`, `/Users/` and `/var/home/` the first segment (whatever its
+//!   name: an account this host does not list is still a person). The first *two* segments are
+//!   the home when the first is not a known user and either looks like a domain directory
+//!   (sssd's `/home/<domain>/<user>` layout: it holds an upper-case letter or a dot) or a later
+//!   segment is a known user: `/home/CORP/jsmith/Downloads/x` becomes `~/Downloads/x`.
+//! - **Per-user mount and runtime directories keep their place, not their owner:**
+//!   `/media/<user>/…` and `/run/media/<user>/…` (removable media) become `/media/<user>/…`,
+//!   `/run/media/<user>/…`, and `/run/user/<uid>/…` becomes `/run/user/<uid>/…`, literally, for
+//!   any name or number there.
+//! - **User names become `<user>`** wherever one is a whole path segment, not only after a home
+//!   parent (`/tmp/alice/stage2` becomes `/tmp/<user>/stage2`). The user names known are: the
+//!   accounts of `/etc/passwd` with uid 1000 and up (except `nobody`); the names of the home
+//!   directories on this host (every directory under `/home` and `/var/home` that root does not
+//!   own, and in a root-owned directory there that looks like a domain, its subdirectories that
+//!   root does not own); and, for one report, the owner of the matched file or executable when
+//!   `/etc/passwd` names its uid (any account but root and `nobody`).
+//! - **The host's own names become `<host>`**, as a whole segment or inside one, in any case:
+//!   the kernel's host name, `/etc/hostname`, their short forms (up to the first dot), and every
+//!   name `/etc/hosts` gives the host on the same line as one of those (the FQDN and aliases);
+//!   `localhost` and its kin are not the host's names. A name shorter than three characters is
+//!   replaced only as a whole segment (inside words it would garble every path and say nothing).
+//!
+//! What the rules do **not** catch: a user name inside a segment (`jsmith-notes.txt`,
+//! `backup_jsmith`), or as a whole segment when the account is neither in `/etc/passwd` nor the
+//! owner of a home directory here nor of the matched file (a directory user who never logged in
+//! here, a colleague's name in a share path); a home directory outside the parents above whose
+//! account is not in `/etc/passwd`; another host's name (a backup of `db02` on this host); the
+//! organisation's domain when it is not part of this host's name; and anything else personal in
+//! a file or directory name (a customer's name, a project). On hosts whose users come from LDAP or
+//! Active Directory, local rules cannot know every user: `location = "name"` (the file name
+//! alone, with the same user and host replacements) or `location = "none"` is the choice there.
+//! The owner is looked up when a report is made, so `--outbound`, run later, can differ from what
+//! was sent for a file deleted (or given to another owner) since: its owner's name is then
+//! replaced only if another rule knows it.
+//!
 //! Reports are aggregated per (indicator, kind, observed, location): several files that match
 //! one glob on one host are one report (their counts summed, first and last seen widened), so
 //! the collector can keep the latest report for that key instead of adding counts up. Every
 //! report carries the host's running totals for its key, never an increment.
 //!
-//! Everything here is pure: the user list comes in as text ([`Redactor::from_passwd`]); only
-//! [`Redactor::for_host`] reads `/etc/passwd`.
+//! Everything here is pure: the accounts, host names and home directories come in as
+//! arguments ([`Redactor::from_passwd`], [`Redactor::with_users`],
+//! [`Redactor::with_host_names`] and [`host_names`], [`Redactor::with_owner_lookup`]); only
+//! [`Redactor::for_host`] reads `/etc/passwd`, `/etc/hostname`, `/etc/hosts`,
+//! `/proc/sys/kernel/hostname` and the home directories, and looks up owners with `lstat`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use picket_proto::wire::{self, ObservedKind, SightingReport};
 
@@ -40,10 +82,10 @@ use crate::sightings::{Observed, Sighting};
 /// How much of a location leaves the host (`[sightings] location`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Location {
-    /// The path with home directories and user names replaced (the default).
+    /// The path with home directories, user names and host names replaced (the default).
     #[default]
     Redacted,
-    /// The file name alone.
+    /// The file name alone (user and host names replaced).
     Name,
     /// No location at all.
     None,
@@ -75,32 +117,177 @@ pub fn to_minute(t: i64) -> i64 {
     t - t.rem_euclid(60)
 }
 
+/// What a user name becomes.
+pub const USER: &str = "<user>";
+/// What the uid of `/run/user/<uid>` becomes.
+pub const UID: &str = "<uid>";
+/// What one of the host's names becomes.
+pub const HOST: &str = "<host>";
+
+/// Finds the uid owning a path (without following a last symbolic link), or `None`.
+pub type OwnerLookup = fn(&str) -> Option<u32>;
+
+fn no_owner(_: &str) -> Option<u32> {
+    None
+}
+
+fn lstat_owner(path: &str) -> Option<u32> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.uid())
+}
+
 /// Turns local sightings into the reports that leave the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Redactor {
     mode: Location,
     /// Home directories of human accounts, without a trailing slash, longest first.
     homes: Vec<String>,
-    /// User names of human accounts.
+    /// User names known (see the module documentation).
     users: BTreeSet<String>,
+    /// Every account of `/etc/passwd` but root and `nobody`, by uid: the owner of a matched file
+    /// is one of them.
+    accounts: BTreeMap<u32, String>,
+    /// The host's names, lower-case, longest first.
+    hosts: Vec<String>,
+    /// How the owner of a matched file is found.
+    owner_of: OwnerLookup,
 }
 
-/// Home directory prefixes whose next segment is a user name.
+/// Home directory prefixes whose next segment is a user name (or a domain, then a user name).
 const HOME_PARENTS: [&str; 3] = ["/home/", "/Users/", "/var/home/"];
+/// Directories whose next segment is a user name: removable media mounted for a user.
+const USER_PARENTS: [&str; 2] = ["/media/", "/run/media/"];
+/// The directory whose next segment is a uid: a user's runtime directory.
+const UID_PARENT: &str = "/run/user/";
+/// The directories listed for home directories by [`Redactor::for_host`].
+const HOME_DIRS: [&str; 2] = ["/home", "/var/home"];
+/// Most user names taken from the home directories (a bound on the work and the memory).
+const MAX_LISTED_USERS: usize = 100_000;
+/// Names that are nobody's host in particular.
+const GENERIC_HOSTS: [&str; 10] = [
+    "localhost",
+    "localhost.localdomain",
+    "localhost4",
+    "localhost4.localdomain4",
+    "localhost6",
+    "localhost6.localdomain6",
+    "ip6-localhost",
+    "ip6-loopback",
+    "localdomain",
+    "(none)",
+];
+/// A host name shorter than this is replaced only where it is a whole segment.
+const MIN_HOST_INSIDE: usize = 3;
+
+/// Whether a directory name under a home parent looks like a domain (sssd's
+/// `/home/<domain>/<user>`): an upper-case letter or a dot.
+fn looks_like_domain(name: &str) -> bool {
+    name.contains('.') || name.chars().any(|c| c.is_ascii_uppercase())
+}
+
+/// The first segment of `s` (up to a `/`) and the rest (from that `/`, or empty).
+fn split_segment(s: &str) -> (&str, &str) {
+    let end = s.find('/').unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// The host's names from the kernel's host name, the text of `/etc/hostname` and the text of
+/// `/etc/hosts`: each name given, its short form (up to the first dot), and every name on a
+/// line of `/etc/hosts` that also names one of them (by short form), lower-case, longest first,
+/// without `localhost` and its kin.
+pub fn host_names(kernel_hostname: &str, etc_hostname: &str, etc_hosts: &str) -> Vec<String> {
+    fn add(names: &mut BTreeSet<String>, name: &str) {
+        let n = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let usable = |n: &str| {
+            !n.is_empty()
+                && !GENERIC_HOSTS.contains(&n)
+                && !n.contains(['/', '#'])
+                && !n.chars().any(char::is_whitespace)
+                && n.parse::<std::net::IpAddr>().is_err()
+        };
+        if !usable(&n) {
+            return;
+        }
+        if let Some((short, _)) = n.split_once('.') {
+            if usable(short) {
+                names.insert(short.to_owned());
+            }
+        }
+        names.insert(n);
+    }
+    fn short(n: &str) -> String {
+        n.split('.').next().unwrap_or(n).to_ascii_lowercase()
+    }
+    let mut names = BTreeSet::new();
+    add(&mut names, kernel_hostname);
+    if let Some(line) = etc_hostname
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find(|l| !l.is_empty())
+    {
+        add(&mut names, line);
+    }
+    let shorts: BTreeSet<String> = names.iter().map(|n| short(n)).collect();
+    for line in etc_hosts.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let aliases: Vec<&str> = line.split_whitespace().skip(1).collect();
+        if aliases.iter().any(|a| shorts.contains(&short(a))) {
+            for a in aliases {
+                add(&mut names, a);
+            }
+        }
+    }
+    let mut out: Vec<String> = names.into_iter().collect();
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    out
+}
+
+/// User names from the home directories under `parent`: every directory that root does not
+/// own is a user's home, named after the user; in a root-owned directory whose name looks like
+/// a domain, the same one level down. Symbolic links are not followed.
+fn home_dir_users(parent: &Path, descend: bool, out: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if out.len() >= MAX_LISTED_USERS {
+            return;
+        }
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || name == "lost+found" {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow a symbolic link.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_dir() {
+            continue;
+        }
+        if meta.uid() != 0 {
+            out.insert(name);
+        } else if descend && looks_like_domain(&name) {
+            home_dir_users(&entry.path(), false, out);
+        }
+    }
+}
 
 impl Redactor {
-    /// A redactor with the built-in rules and no accounts of its own.
+    /// A redactor with the built-in rules and no accounts or host names of its own.
     pub fn new(mode: Location) -> Redactor {
         Redactor {
             mode,
             homes: Vec::new(),
             users: BTreeSet::new(),
+            accounts: BTreeMap::new(),
+            hosts: Vec::new(),
+            owner_of: no_owner,
         }
     }
 
-    /// A redactor that also knows the human accounts in `passwd` (the text of `/etc/passwd`):
-    /// uid 1000 and above except `nobody` (65534). Their home directories become `~`, and a
-    /// path segment equal to one of their names becomes `*`.
+    /// A redactor that also knows the accounts in `passwd` (the text of `/etc/passwd`): the
+    /// human ones (uid 1000 and above except `nobody`, 65534) have their home directories
+    /// become `~` and their names `<user>` as path segments; every account but root and
+    /// `nobody` can be the owner of a matched file (see [`Redactor::with_owner_lookup`]).
     pub fn from_passwd(mode: Location, passwd: &str) -> Redactor {
         let mut r = Redactor::new(mode);
         for line in passwd.lines() {
@@ -109,7 +296,11 @@ impl Redactor {
                 continue;
             }
             let Ok(uid) = f[2].parse::<u32>() else { continue };
-            if uid < 1000 || uid == 65534 || f[0].is_empty() {
+            if uid == 0 || uid == 65534 || f[0].is_empty() {
+                continue;
+            }
+            r.accounts.entry(uid).or_insert_with(|| f[0].to_owned());
+            if uid < 1000 {
                 continue;
             }
             r.users.insert(f[0].to_owned());
@@ -123,13 +314,54 @@ impl Redactor {
         r
     }
 
-    /// A redactor for this host: the built-in rules plus the accounts in `/etc/passwd` (only
-    /// the built-in rules when it cannot be read).
-    pub fn for_host(mode: Location) -> Redactor {
-        match std::fs::read_to_string("/etc/passwd") {
-            Ok(text) => Redactor::from_passwd(mode, &text),
-            Err(_) => Redactor::new(mode),
+    /// Adds user names known otherwise (the names of the home directories on this host).
+    pub fn with_users<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Redactor {
+        for n in names {
+            let n = n.as_ref();
+            if !n.is_empty() && !n.contains('/') {
+                self.users.insert(n.to_owned());
+            }
         }
+        self
+    }
+
+    /// Sets the host's names (see [`host_names`]), replaced by `<host>`.
+    pub fn with_host_names<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Redactor {
+        let mut hosts: Vec<String> = names
+            .into_iter()
+            .map(|n| n.as_ref().to_ascii_lowercase())
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .collect();
+        hosts.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        hosts.dedup();
+        self.hosts = hosts;
+        self
+    }
+
+    /// Sets how the owner (uid) of a matched file or executable is found; when `/etc/passwd`
+    /// names that uid, the owner's name is a user name for that report.
+    pub fn with_owner_lookup(mut self, lookup: OwnerLookup) -> Redactor {
+        self.owner_of = lookup;
+        self
+    }
+
+    /// A redactor for this host: the built-in rules plus the accounts in `/etc/passwd`, the
+    /// names of the home directories, the host's names, and owners looked up with `lstat`.
+    /// What cannot be read is left out (the built-in rules always apply).
+    pub fn for_host(mode: Location) -> Redactor {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let mut listed = BTreeSet::new();
+        for dir in HOME_DIRS {
+            home_dir_users(Path::new(dir), true, &mut listed);
+        }
+        Redactor::from_passwd(mode, &read("/etc/passwd"))
+            .with_users(listed)
+            .with_host_names(host_names(
+                &read("/proc/sys/kernel/hostname"),
+                &read("/etc/hostname"),
+                &read("/etc/hosts"),
+            ))
+            .with_owner_lookup(lstat_owner)
     }
 
     /// The mode in force.
@@ -137,69 +369,148 @@ impl Redactor {
         self.mode
     }
 
-    /// `path` with home directories, runtime directories and user names replaced.
+    /// `path` with home directories, per-user directories, user names and host names replaced
+    /// (the owner of the file is not looked up: see [`Redactor::location`]).
     pub fn redact_path(&self, path: &str) -> String {
-        let (prefix, body) = match self.strip_home(path) {
+        self.redact_with(path, None)
+    }
+
+    fn is_user(&self, segment: &str, owner: Option<&str>) -> bool {
+        !segment.is_empty() && (owner == Some(segment) || self.users.contains(segment))
+    }
+
+    fn redact_with(&self, path: &str, owner: Option<&str>) -> String {
+        let (prefix, body) = match self.strip_home(path, owner) {
             Some(rest) => ("~", rest),
             None => ("", path),
         };
         // An absolute `body` splits into an empty first segment, then the names.
-        let mut segments: Vec<&str> = body.split('/').collect();
-        if prefix.is_empty()
-            && segments.len() > 3
-            && segments[..3] == ["", "run", "user"]
-            && !segments[3].is_empty()
+        let mut segments: Vec<String> = body.split('/').map(str::to_owned).collect();
+        // `/media/<user>`, `/run/media/<user>`, `/run/user/<uid>`: the segment after the parent
+        // (its index in `segments` is the parent's number of slashes).
+        let (at, marker) = match USER_PARENTS
+            .iter()
+            .find(|p| prefix.is_empty() && body.starts_with(*p))
         {
-            // `/run/user/<uid>`: the uid identifies the account.
-            segments[3] = "*";
-        }
-        for s in segments.iter_mut() {
-            if self.users.contains(*s) {
-                *s = "*";
+            Some(p) => (p.matches('/').count(), USER),
+            None if prefix.is_empty() && body.starts_with(UID_PARENT) => {
+                (UID_PARENT.matches('/').count(), UID)
+            }
+            None => (usize::MAX, USER),
+        };
+        for (i, s) in segments.iter_mut().enumerate() {
+            if i == at && !s.is_empty() {
+                *s = marker.to_owned();
+            } else if self.is_user(s, owner) {
+                *s = USER.to_owned();
+            } else {
+                *s = self.hide_hosts(s);
             }
         }
         format!("{prefix}{}", segments.join("/"))
     }
 
+    /// `segment` with each of the host's names in it (any case) replaced by `<host>`: names of
+    /// [`MIN_HOST_INSIDE`] characters or more wherever they occur, shorter ones only as the
+    /// whole segment. One left-to-right pass, longest name first at each position, so a
+    /// replacement is never matched again.
+    fn hide_hosts(&self, segment: &str) -> String {
+        if self.hosts.iter().any(|h| segment.eq_ignore_ascii_case(h)) {
+            return HOST.to_owned();
+        }
+        let bytes = segment.as_bytes();
+        let mut out = String::with_capacity(segment.len());
+        let mut i = 0;
+        'scan: while i < segment.len() {
+            for h in &self.hosts {
+                let end = i + h.len();
+                if h.len() >= MIN_HOST_INSIDE
+                    && end <= bytes.len()
+                    && bytes[i..end].eq_ignore_ascii_case(h.as_bytes())
+                    && segment.is_char_boundary(end)
+                {
+                    out.push_str(HOST);
+                    i = end;
+                    continue 'scan;
+                }
+            }
+            let Some(c) = segment[i..].chars().next() else {
+                break;
+            };
+            out.push(c);
+            i += c.len_utf8();
+        }
+        out
+    }
+
     /// The part of `path` after a home directory (starting with `/`, or empty when `path` is the
     /// home itself), or `None` when `path` is not in one.
-    fn strip_home<'p>(&self, path: &'p str) -> Option<&'p str> {
-        for home in &self.homes {
-            if let Some(rest) = path.strip_prefix(home.as_str()) {
-                if rest.is_empty() || rest.starts_with('/') {
-                    return Some(rest);
-                }
-            }
+    fn strip_home<'p>(&self, path: &'p str, owner: Option<&str>) -> Option<&'p str> {
+        let within = |home: &str| {
+            path.strip_prefix(home)
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if let Some(rest) = self.homes.iter().find_map(|h| within(h)) {
+            return Some(rest);
         }
-        if let Some(rest) = path.strip_prefix("/root") {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Some(rest);
-            }
+        if let Some(rest) = within("/root") {
+            return Some(rest);
         }
         for parent in HOME_PARENTS {
-            if let Some(after) = path.strip_prefix(parent) {
-                let user_end = after.find('/').unwrap_or(after.len());
-                if user_end > 0 {
-                    return Some(&after[user_end..]);
+            let Some(after) = path.strip_prefix(parent) else {
+                continue;
+            };
+            let (first, rest) = split_segment(after);
+            if first.is_empty() {
+                continue;
+            }
+            if self.is_user(first, owner) {
+                return Some(rest);
+            }
+            // `/home/<domain>/<user>`, or a group directory holding a known user's.
+            let later_user = rest.split('/').any(|s| self.is_user(s, owner));
+            if looks_like_domain(first) || later_user {
+                let (second, rest2) = split_segment(rest.strip_prefix('/').unwrap_or(""));
+                if !second.is_empty() {
+                    return Some(rest2);
                 }
             }
+            return Some(rest);
         }
         None
+    }
+
+    /// The name of the account owning `path`, when it is absolute and `/etc/passwd` names the
+    /// uid.
+    fn owner(&self, path: &str) -> Option<&str> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let uid = (self.owner_of)(path)?;
+        self.accounts.get(&uid).map(String::as_str)
     }
 
     /// The location a report carries for a value the indicator matched exactly, as the mode
     /// says, or `None` when it would not fit the wire.
     fn exact_location(&self, value: &str) -> Option<String> {
+        let owner = match self.mode {
+            Location::None => return None,
+            _ => self.owner(value),
+        };
         let name = || {
             let n = value.rsplit('/').next().unwrap_or(value);
-            let n = if self.users.contains(n) { "*" } else { n };
-            (!n.is_empty() && n.len() <= wire::MAX_FIELD).then(|| n.to_owned())
+            let n = if self.is_user(n, owner) {
+                USER.to_owned()
+            } else {
+                self.hide_hosts(n)
+            };
+            (!n.is_empty() && n.len() <= wire::MAX_FIELD).then_some(n)
         };
         match self.mode {
             Location::None => None,
             Location::Name => name(),
             Location::Redacted => {
-                let p = self.redact_path(value);
+                let p = self.redact_with(value, owner);
                 if p.len() <= wire::MAX_FIELD {
                     Some(p)
                 } else {
@@ -319,8 +630,8 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
                 "~/Library/LaunchAgents/evil.plist",
             ),
             ("/var/home/carol/.local/bin/miner", "~/.local/bin/miner"),
-            ("/run/user/1000/gvfs/dropper", "/run/user/*/gvfs/dropper"),
-            ("/run/user/1000", "/run/user/*"),
+            ("/run/user/1000/gvfs/dropper", "/run/user/<uid>/gvfs/dropper"),
+            ("/run/user/1000", "/run/user/<uid>"),
             ("/run/users/1000/x", "/run/users/1000/x"),
             ("/usr/local/bin/xmrig", "/usr/local/bin/xmrig"),
             ("/tmp/.X11-unix/payload", "/tmp/.X11-unix/payload"),
@@ -338,9 +649,12 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
             ("/srv/users/bob/projects/run.sh", "~/projects/run.sh"),
             ("/srv/users/bobby/x", "/srv/users/bobby/x"),
             // A user name elsewhere in a path.
-            ("/var/spool/cron/crontabs/alice", "/var/spool/cron/crontabs/*"),
-            ("/tmp/alice/stage2", "/tmp/*/stage2"),
-            ("/data/shares/bob/q3.xlsx.exe", "/data/shares/*/q3.xlsx.exe"),
+            (
+                "/var/spool/cron/crontabs/alice",
+                "/var/spool/cron/crontabs/<user>",
+            ),
+            ("/tmp/alice/stage2", "/tmp/<user>/stage2"),
+            ("/data/shares/bob/q3.xlsx.exe", "/data/shares/<user>/q3.xlsx.exe"),
             // System accounts are not people: their names stay.
             ("/var/www/html/shell.php", "/var/www/html/shell.php"),
             ("/home/alice/.ssh/authorized_keys", "~/.ssh/authorized_keys"),
@@ -348,6 +662,189 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
             assert_eq!(r.redact_path(path), want, "{path}");
         }
         assert!(!r.users.contains("nobody") && !r.users.contains("root"));
+        // Service accounts are known only as owners of a matched file.
+        assert!(!r.users.contains("www-data") && r.accounts.get(&33).map(String::as_str) == Some("www-data"));
+        assert!(!r.accounts.contains_key(&0) && !r.accounts.contains_key(&65534));
+    }
+
+    /// The security review's examples (a directory user `jsmith` that `/etc/passwd` does not
+    /// list, on host `web01.corp.example`), and the rules that catch them.
+    #[test]
+    fn review_examples_leak_no_user_or_host_name() {
+        let hosts = host_names(
+            "web01\n",
+            "web01\n",
+            "127.0.0.1 localhost\n127.0.1.1 web01.corp.example web01\n",
+        );
+        let r = Redactor::from_passwd(Location::Redacted, PASSWD).with_host_names(&hosts);
+        for (path, want) in [
+            // sssd's /home/<domain>/<user>: two segments are the home.
+            ("/home/CORP/jsmith/Downloads/evil.exe", "~/Downloads/evil.exe"),
+            ("/home/corp.example.com/jsmith/evil.exe", "~/evil.exe"),
+            // Removable media mounted for a user: the user's segment goes, the place stays.
+            ("/media/jsmith/USB/evil.exe", "/media/<user>/USB/evil.exe"),
+            ("/run/media/jsmith/USB/evil.exe", "/run/media/<user>/USB/evil.exe"),
+            // The host's own names, as a segment or inside one, in any case.
+            (
+                "/srv/backup/web01.corp.example/db.sql",
+                "/srv/backup/<host>/db.sql",
+            ),
+            ("/srv/backup/WEB01/db.sql", "/srv/backup/<host>/db.sql"),
+            ("/var/log/web01-access.log.1", "/var/log/<host>-access.log.1"),
+            ("/srv/web01.corp.example-2024.tar/x", "/srv/<host>-2024.tar/x"),
+        ] {
+            assert_eq!(r.redact_path(path), want, "{path}");
+        }
+        // A directory user whose home is on this host is known by its name everywhere.
+        let r = r.with_users(["jsmith"]);
+        assert_eq!(r.redact_path("/tmp/jsmith/stage2"), "/tmp/<user>/stage2");
+        assert_eq!(
+            r.redact_path("/home/CORP/jsmith/.cache/jsmith/x"),
+            "~/.cache/<user>/x"
+        );
+        // A group directory holding a known user's: both segments are the home.
+        assert_eq!(r.redact_path("/home/staff/jsmith/x.bin"), "~/x.bin");
+    }
+
+    #[test]
+    fn home_parents_strip_one_segment_unless_it_looks_like_a_domain() {
+        let r = Redactor::from_passwd(Location::Redacted, PASSWD).with_users(["dave"]);
+        for (path, want) in [
+            // A known user first: one segment, whatever follows.
+            ("/home/alice/CORP/x", "~/CORP/x"),
+            ("/home/dave/Projects/x", "~/Projects/x"),
+            // An unknown first segment, not domain-like, and no known user after: one segment.
+            ("/home/erin/Documents/x", "~/Documents/x"),
+            // Domain-like (upper case or a dot): two segments, when there are two.
+            ("/home/CORP", "~"),
+            ("/home/CORP/", "~/"),
+            ("/home/CORP/erin", "~"),
+            ("/var/home/ad.example/erin/.bashrc", "~/.bashrc"),
+            // A known user later on: two segments, and the user's name goes too.
+            ("/home/team/dave/x", "~/x"),
+            ("/home/team/proj/dave/x", "~/<user>/x"),
+            ("/homes/alice/x", "/homes/<user>/x"),
+        ] {
+            assert_eq!(r.redact_path(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn user_names_go_wherever_they_are_a_whole_segment_only() {
+        let r = Redactor::from_passwd(Location::Redacted, PASSWD);
+        for (path, want) in [
+            ("/srv/alice", "/srv/<user>"),
+            ("/srv/alice/bob/x", "/srv/<user>/<user>/x"),
+            ("/run/user/1001/bob/x", "/run/user/<uid>/<user>/x"),
+            // Inside a segment a user name stays (documented): only whole segments go.
+            ("/srv/alice-notes.txt", "/srv/alice-notes.txt"),
+            ("/srv/Alice/x", "/srv/Alice/x"),
+            ("/media/", "/media/"),
+            ("relative/alice", "relative/<user>"),
+        ] {
+            assert_eq!(r.redact_path(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn host_names_come_from_the_kernel_hostname_and_hosts_files() {
+        assert_eq!(
+            host_names(
+                "web01\n",
+                "# set by cloud-init\nweb01.corp.example\n",
+                "127.0.0.1\tlocalhost localhost.localdomain\n\
+                 ::1 ip6-localhost ip6-loopback\n\
+                 10.0.0.5 web01.corp.example web01 w01 # the host itself\n\
+                 10.0.0.6 db02.corp.example db02\n",
+            ),
+            ["web01.corp.example", "web01", "w01"]
+        );
+        // Only the kernel's name, in a container.
+        assert_eq!(host_names("3f2a9c1b7d4e\n", "", ""), ["3f2a9c1b7d4e"]);
+        // Nothing that names no host in particular.
+        assert!(host_names("localhost\n", "localhost.localdomain\n", "127.0.0.1 localhost\n").is_empty());
+        assert!(host_names("(none)", "", "").is_empty());
+        assert!(host_names("", "", "10.0.0.1 10.0.0.1\n").is_empty());
+    }
+
+    #[test]
+    fn short_host_names_go_only_as_whole_segments() {
+        let r = Redactor::new(Location::Redacted).with_host_names(["vm", "db1"]);
+        for (path, want) in [
+            ("/srv/vm/x", "/srv/<host>/x"),
+            ("/srv/VM/x", "/srv/<host>/x"),
+            ("/srv/vmlinuz", "/srv/vmlinuz"),
+            ("/srv/db1-dump.sql", "/srv/<host>-dump.sql"),
+            ("/srv/xdb1db1y", "/srv/x<host><host>y"),
+        ] {
+            assert_eq!(r.redact_path(path), want, "{path}");
+        }
+        // A host named like the marker's text is not matched inside a marker.
+        let r = Redactor::new(Location::Redacted).with_host_names(["host", "myhost"]);
+        assert_eq!(r.redact_path("/srv/myhost/host.log"), "/srv/<host>/<host>.log");
+    }
+
+    #[test]
+    fn the_owner_of_the_matched_file_is_a_user_for_its_report() {
+        // An account below uid 1000 (an old layout, a service account): known only as the
+        // owner of the file matched.
+        fn owned_by_www_data(path: &str) -> Option<u32> {
+            path.starts_with("/srv/www-data/").then_some(33)
+        }
+        fn owned_by_root(_: &str) -> Option<u32> {
+            Some(0)
+        }
+        let r = Redactor::from_passwd(Location::Redacted, PASSWD).with_owner_lookup(owned_by_www_data);
+        let s = sighting("sha256", Observed::File("/srv/www-data/up/www-data".into()));
+        assert_eq!(r.report(&s, 1).location.as_deref(), Some("/srv/<user>/up/<user>"));
+        // Another file (another owner) keeps the name, and so does a path redacted without a
+        // report.
+        let s = sighting("sha256", Observed::File("/srv/other/www-data".into()));
+        assert_eq!(r.report(&s, 1).location.as_deref(), Some("/srv/other/www-data"));
+        assert_eq!(r.redact_path("/srv/www-data/up/x"), "/srv/www-data/up/x");
+        // `name` mode: the file name that is its owner's name goes too.
+        let r = Redactor::from_passwd(Location::Name, PASSWD).with_owner_lookup(owned_by_www_data);
+        let s = sighting("sha1", Observed::File("/srv/www-data/www-data".into()));
+        assert_eq!(r.report(&s, 1).location.as_deref(), Some("<user>"));
+        // Root is nobody's name to hide.
+        let r = Redactor::from_passwd(Location::Redacted, PASSWD).with_owner_lookup(owned_by_root);
+        let s = sighting("sha256", Observed::File("/var/spool/cron/crontabs/root".into()));
+        assert_eq!(
+            r.report(&s, 1).location.as_deref(),
+            Some("/var/spool/cron/crontabs/root")
+        );
+    }
+
+    #[test]
+    fn name_mode_replaces_user_and_host_names_in_the_file_name() {
+        let r = Redactor::from_passwd(Location::Name, PASSWD).with_host_names(["web01"]);
+        for (path, want) in [
+            ("/srv/backup/web01-db.sql", Some("<host>-db.sql")),
+            ("/home/CORP/jsmith/alice", Some("<user>")),
+            ("/home/CORP/jsmith/evil.exe", Some("evil.exe")),
+        ] {
+            let s = sighting("sha256", Observed::File(path.into()));
+            assert_eq!(r.report(&s, 1).location.as_deref(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_host_redactor_reads_this_hosts_names_and_homes() {
+        let r = Redactor::for_host(Location::Redacted);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let name = kernel.trim().to_ascii_lowercase();
+        if !GENERIC_HOSTS.contains(&name.as_str()) && !name.is_empty() {
+            assert!(r.hosts.contains(&name), "{:?} lacks {name}", r.hosts);
+            assert_eq!(r.redact_path(&format!("/srv/{name}/x")), "/srv/<host>/x");
+        }
+        // Every directory under /home that root does not own is a user's.
+        for e in std::fs::read_dir("/home").into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            let n = e.file_name().into_string().unwrap();
+            if m.is_dir() && m.uid() != 0 && !n.starts_with('.') && n != "lost+found" {
+                assert!(r.users.contains(&n), "{n} is not a known user");
+            }
+        }
     }
 
     #[test]
@@ -369,7 +866,7 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
         // A file named after its owner keeps no name either.
         let s = sighting("md5", Observed::File("/srv/drop/alice".into()));
         let r = Redactor::from_passwd(Location::Name, PASSWD).report(&s, 1);
-        assert_eq!(r.location.as_deref(), Some("*"));
+        assert_eq!(r.location.as_deref(), Some("<user>"));
     }
 
     #[test]
@@ -404,7 +901,11 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
             ("sha1", "/usr/bin/nc.traditional", "/usr/bin/nc.traditional"),
             ("process-name", "/tmp/kworkerds", "/tmp/kworkerds"),
             ("process-name", "kworkerds", "kworkerds"),
-            ("process-path", "/run/user/1000/.x/agent", "/run/user/*/.x/agent"),
+            (
+                "process-path",
+                "/run/user/1000/.x/agent",
+                "/run/user/<uid>/.x/agent",
+            ),
         ] {
             let r = red.report(&sighting(what, Observed::Process(exe.into())), 1);
             assert_eq!(r.observed, ObservedKind::Process);

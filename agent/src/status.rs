@@ -113,6 +113,10 @@ pub struct StatusReport {
     pub sightings: u64,
     /// The spool.
     pub spool: SpoolStatus,
+    /// Why the installed set is not in force (it could not be loaded: over the memory limit,
+    /// damaged), or why a new one was not loaded; `None` when the installed set is in force.
+    #[serde(default)]
+    pub set_error: Option<String>,
     /// The collector link.
     pub collector: CollectorStatus,
 }
@@ -186,6 +190,7 @@ mod tests {
                 epoch: "00000000000000ff".into(),
                 last_seq: 1,
             },
+            set_error: None,
             collector: CollectorStatus {
                 enrolled: false,
                 address: None,

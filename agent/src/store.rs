@@ -4,6 +4,13 @@
 //! and fsynced temporary file, followed by an fsync of the directory. A crash at any instant
 //! leaves the old set or the new one, never a torn or empty one. A failed check leaves the
 //! stored bytes exactly as they were.
+//!
+//! An import is two steps, [`StateDir::verify`] (every check, nothing written) and
+//! [`StateDir::commit`] (the atomic install), so a caller can refuse a verified set before it
+//! replaces the installed one: the link and enrolment use [`StateDir::import_expected`], which
+//! also refuses a set file claiming another channel than the agent follows (before any
+//! signature is checked) and a set whose index would pass the memory limit, so that the daemon
+//! is never left with a stored set it cannot load.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,6 +24,36 @@ use crate::AgentError;
 /// The stored set's file name inside the state directory.
 pub const SET_FILE: &str = "set.pkt";
 const LOCK_FILE: &str = "lock";
+
+/// What a set from the collector must be, beyond verifying, before it replaces the installed
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected<'a> {
+    /// The channel the agent follows: a file claiming another is refused.
+    pub channel: &'a str,
+    /// The memory ceiling (`limits.memory_limit`): a set whose index would need more is refused,
+    /// so a set the daemon could not load never replaces one it can.
+    pub memory_limit: u64,
+}
+
+/// A set file that passed verification and is not installed yet (see [`StateDir::verify`]).
+#[derive(Debug)]
+pub enum Checked {
+    /// Exactly the installed set and timestamp: nothing to install.
+    AlreadyInstalled {
+        /// The set version.
+        version: u64,
+    },
+    /// A new version, or the installed one with renewed freshness.
+    Update {
+        /// What would be installed.
+        next: Box<Trusted>,
+        /// Whether the set version changes or only its freshness.
+        outcome: Outcome,
+        /// The version installed now, if any.
+        from: Option<u64>,
+    },
+}
 
 /// An opened, locked state directory.
 #[derive(Debug)]
@@ -91,7 +128,9 @@ impl StateDir {
     }
 
     /// Verifies `file_bytes` against the installed set (or the anchor, when none is) and, if
-    /// every check passes, installs it atomically.
+    /// every check passes, installs it atomically: [`StateDir::verify`] then
+    /// [`StateDir::commit`]. The file's channel claim is not checked against anything but the
+    /// installed set (`import-set` installs a first set of any channel the anchor's root signs).
     pub fn import(
         &self,
         anchor: &TrustAnchor,
@@ -100,27 +139,100 @@ impl StateDir {
         wall: i64,
         limits: &Limits,
     ) -> Result<Imported, AgentError> {
-        let prev = self.load(limits)?;
+        let checked = self.verify(anchor, file_path, file_bytes, wall, limits, None)?;
+        self.commit(checked)
+    }
+
+    /// [`StateDir::import`] for a set that must be for `expected.channel` and whose index must
+    /// fit under `expected.memory_limit`: what the link and enrolment install. A set that fails
+    /// either check is refused before anything is written, and the installed set stays.
+    pub fn import_expected(
+        &self,
+        anchor: &TrustAnchor,
+        file_path: &Path,
+        file_bytes: &[u8],
+        wall: i64,
+        limits: &Limits,
+        expected: &Expected<'_>,
+    ) -> Result<Imported, AgentError> {
+        let checked = self.verify(
+            anchor,
+            file_path,
+            file_bytes,
+            wall,
+            limits,
+            Some(expected.channel),
+        )?;
+        if let Checked::Update {
+            next,
+            outcome: Outcome::NewVersion,
+            ..
+        } = &checked
+        {
+            crate::loaded::check_index_fits(&next.snapshot(), expected.memory_limit)?;
+        }
+        self.commit(checked)
+    }
+
+    /// Verifies `file_bytes` against the installed set (or the anchor, when none is) without
+    /// writing anything, so the caller can look at the result before [`StateDir::commit`]. With
+    /// `channel`, a file whose channel claim is another channel is refused before any signature
+    /// is checked (the claim chooses the keys; the signed documents must then agree with it).
+    pub fn verify(
+        &self,
+        anchor: &TrustAnchor,
+        file_path: &Path,
+        file_bytes: &[u8],
+        wall: i64,
+        limits: &Limits,
+        channel: Option<&str>,
+    ) -> Result<Checked, AgentError> {
         let file = SetFile::decode(file_bytes, limits).map_err(AgentError::verify(file_path))?;
+        if let Some(expected) = channel {
+            if file.channel != expected {
+                return Err(AgentError::Verify {
+                    path: file_path.to_owned(),
+                    error: picket_proto::Error::ChannelMismatch {
+                        what: picket_proto::Part::SetFile,
+                        expected: expected.to_owned(),
+                        found: file.channel.to_owned(),
+                    },
+                });
+            }
+        }
+        let prev = self.load(limits)?;
         if let Some(p) = &prev {
             // Exactly the installed bytes, every part of them: nothing to do. Anything else, even
             // one byte, goes through every check.
             let same_content = matches!(file.content, Content::Full(b) if b == p.snapshot_bytes());
             if same_content && p.timestamp_bytes() == file.timestamp && p.manifest_bytes() == file.manifest {
-                return Ok(Imported::AlreadyInstalled {
+                return Ok(Checked::AlreadyInstalled {
                     version: p.manifest().version,
                 });
             }
         }
         let (next, outcome) = Trusted::update(prev.as_ref(), anchor, &file, wall, limits)
             .map_err(AgentError::verify(file_path))?;
+        Ok(Checked::Update {
+            from: prev.map(|p| p.manifest().version),
+            next: Box::new(next),
+            outcome,
+        })
+    }
+
+    /// Installs what [`StateDir::verify`] accepted (atomically) and says what changed.
+    pub fn commit(&self, checked: Checked) -> Result<Imported, AgentError> {
+        let (next, outcome, from) = match checked {
+            Checked::AlreadyInstalled { version } => return Ok(Imported::AlreadyInstalled { version }),
+            Checked::Update { next, outcome, from } => (next, outcome, from),
+        };
         self.install(&next)?;
         Ok(match outcome {
             Outcome::Refreshed => Imported::Refreshed {
                 version: next.manifest().version,
             },
-            _ => Imported::NewVersion {
-                from: prev.map(|p| p.manifest().version),
+            Outcome::NewVersion => Imported::NewVersion {
+                from,
                 to: next.manifest().version,
                 records: next.snapshot().len(),
             },

@@ -10,12 +10,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use picket_agent::config::Config;
 use picket_agent::enroll::{self, EnrollOptions, EnrolledAgent};
+use picket_agent::index::{Counts, Index};
 use picket_agent::link::{self, cert, tls, LinkContext, LinkError};
 use picket_agent::spool::Spool;
 use picket_agent::status::LinkStatus;
@@ -496,7 +497,7 @@ async fn a_frame_header_over_the_cap_is_refused_without_reading_the_body() {
         .unwrap_err();
     assert!(
         matches!(&err, LinkError::Frame { error: FrameError::TooLarge { len, cap }, .. }
-            if *len == MAX_SERVER_FRAME + 1 && *cap == MAX_SERVER_FRAME),
+            if *len == MAX_SERVER_FRAME + 1 && *cap == link::client::SMALL_FRAME),
         "{err:?}"
     );
     // Refused on the header alone: the client did not wait for a body that never comes.
@@ -556,12 +557,15 @@ impl Signer {
             expires: now + 365 * 86_400,
             org: "Test Org".into(),
             root: RoleSpec::new(vec![root_key.public()], 1, 2 * 365 * 86_400),
-            channels: vec![ChannelSpec {
-                name: "default".into(),
-                publisher: RoleSpec::new(vec![publisher.public()], 1, 30 * 86_400),
-                timestamp: RoleSpec::new(vec![stamper.public()], 1, 86_400),
-                max_tlp: Tlp::Amber,
-            }],
+            channels: ["default", "other"]
+                .into_iter()
+                .map(|name| ChannelSpec {
+                    name: name.into(),
+                    publisher: RoleSpec::new(vec![publisher.public()], 1, 30 * 86_400),
+                    timestamp: RoleSpec::new(vec![stamper.public()], 1, 86_400),
+                    max_tlp: Tlp::Amber,
+                })
+                .collect(),
             tls_ca_pin: None,
         };
         let root = sign_document(&root, PayloadKind::Root, &[&root_key]);
@@ -583,8 +587,13 @@ impl Signer {
         .to_text()
     }
 
-    /// Set `version` with `n` indicators, timestamp version = set version.
+    /// Set `version` of channel `default` with `n` indicators, timestamp version = set version.
     fn set(&self, version: u64, n: usize) -> Vec<u8> {
+        self.set_on("default", version, n)
+    }
+
+    /// [`Signer::set`] for `channel`.
+    fn set_on(&self, channel: &str, version: u64, n: usize) -> Vec<u8> {
         let now = unix_now();
         let records = (0..n)
             .map(|i| {
@@ -608,9 +617,9 @@ impl Signer {
                 .unwrap()
             })
             .collect();
-        let snapshot = Snapshot::new("default", version, records).unwrap().encode();
+        let snapshot = Snapshot::new(channel, version, records).unwrap().encode();
         let manifest = Manifest {
-            channel: "default".into(),
+            channel: channel.into(),
             version,
             created: now - 60,
             expires: now + 7 * 86_400,
@@ -621,7 +630,7 @@ impl Signer {
         };
         let manifest = sign_document(&manifest, PayloadKind::Manifest, &[&self.publisher]);
         let ts = Timestamp {
-            channel: "default".into(),
+            channel: channel.into(),
             version,
             created: now - 60,
             expires: now + 12 * 3_600,
@@ -631,7 +640,7 @@ impl Signer {
         };
         let timestamp = sign_document(&ts, PayloadKind::Timestamp, &[&self.stamper]);
         SetFile {
-            channel: "default",
+            channel,
             roots: vec![(1, &self.root)],
             timestamp: &timestamp,
             manifest: &manifest,
@@ -937,27 +946,11 @@ async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
     let stop = Arc::new(AtomicBool::new(false));
     let installed = Arc::new(AtomicBool::new(false));
     let ctx = LinkContext {
-        config: cfg.collector.clone().unwrap(),
-        state_dir: cfg.state_dir.clone(),
         spool: spool.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        heartbeat: Arc::new(|| wire::Heartbeat {
-            agent_version: "0.1.0".into(),
-            channel: "default".into(),
-            set_version: None,
-            set_created: None,
-            config_hash: [0; 32],
-            scan: wire::ScanStats::default(),
-            cpu_millis: 0,
-            rss_bytes: 0,
-            spool_depth: 0,
-            spool_dropped: 0,
-            epoch: 0,
-            last_seq: 0,
-        }),
         status: status.clone(),
         stop: stop.clone(),
         set_installed: installed.clone(),
+        ..link_context(&cfg)
     };
     let thread = link::spawn(ctx).unwrap();
 
@@ -1038,6 +1031,271 @@ async fn the_link_installs_pushed_sets_and_delivers_the_spool_exactly_once() {
         3,
         "no batch was sent more often than needed"
     );
+}
+
+/// A link context for the agent `cfg` describes, with a spool of its own and the memory limit
+/// of `cfg`.
+fn link_context(cfg: &Config) -> LinkContext {
+    LinkContext {
+        config: cfg.collector.clone().unwrap(),
+        state_dir: cfg.state_dir.clone(),
+        spool: Arc::new(Mutex::new(Spool::open(&cfg.state_dir, 100).unwrap())),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        heartbeat: Arc::new(|| wire::Heartbeat {
+            agent_version: "0.1.0".into(),
+            channel: "default".into(),
+            set_version: None,
+            set_created: None,
+            config_hash: [0; 32],
+            scan: wire::ScanStats::default(),
+            cpu_millis: 0,
+            rss_bytes: 0,
+            spool_depth: 0,
+            spool_dropped: 0,
+            epoch: 0,
+            last_seq: 0,
+        }),
+        status: Arc::new(Mutex::new(LinkStatus::default())),
+        stop: Arc::new(AtomicBool::new(false)),
+        set_installed: Arc::new(AtomicBool::new(false)),
+        memory_limit: Arc::new(AtomicU64::new(cfg.memory_limit)),
+    }
+}
+
+/// Stops a link thread and waits for it.
+async fn stop_link(ctx: &LinkContext, thread: std::thread::JoinHandle<()>) {
+    ctx.stop.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
+
+/// The index estimate for a set of `n` SHA-256 indicators.
+fn index_bytes(n: usize) -> u64 {
+    let mut counts = Counts::default();
+    counts.file_hashes[2] = n;
+    Index::estimate_bytes(&counts) as u64
+}
+
+/// Regression (security review, finding 1): a set over the memory limit was installed from the
+/// channel, and the daemon then refused to start on it, for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_set_over_the_memory_limit_is_refused_and_the_installed_one_stays() {
+    let pki = Pki::new("Picket collector CA");
+    let signer = Arc::new(Signer::new());
+    #[derive(Default)]
+    struct Seen {
+        fetches: usize,
+        heartbeats_after_refusal: usize,
+        refused: bool,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let announce_3 = Arc::new(AtomicBool::new(false));
+    let (p, s, f, a) = (pki.clone(), signer.clone(), seen.clone(), announce_3.clone());
+    // Set 1 (3 indicators) at enrolment; then set 2 (5 000 indicators, over the limit),
+    // announced again at every heartbeat; set 3 (4 indicators) once the test says so.
+    let script: Script = Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        ClientMsg::Enroll(e) => vec![enrolled(&p, conn, e, false)],
+        ClientMsg::Fetch(fetch) if conn.client_cert => {
+            let mut seen = f.lock().unwrap();
+            seen.fetches += 1;
+            let (version, n) = match fetch.have {
+                None => (1, 3),
+                Some(1) if !a.load(Ordering::SeqCst) => (2, 5_000),
+                Some(1) => (3, 4),
+                Some(v) => {
+                    return vec![Reply::Msg(ServerMsg::UpToDate {
+                        version: v,
+                        file: Vec::new(),
+                    })]
+                }
+            };
+            vec![Reply::Msg(ServerMsg::Set {
+                version,
+                file: s.set(version, n),
+            })]
+        }
+        ClientMsg::Heartbeat(_) => {
+            let mut seen = f.lock().unwrap();
+            if seen.refused {
+                seen.heartbeats_after_refusal += 1;
+            }
+            let version = if a.load(Ordering::SeqCst) { 3 } else { 2 };
+            vec![Reply::Msg(ServerMsg::NewVersion {
+                channel: "default".into(),
+                version,
+            })]
+        }
+        _ => Vec::new(),
+    });
+    let server = Server::start(pki.clone(), true, script).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &server.addr, pki.pin());
+    std::fs::write(&opts.trust, signer.anchor()).unwrap();
+    let done = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
+        .await
+        .unwrap();
+    let cfg = Config::load(&done.config).unwrap();
+    assert_eq!(version_installed(&cfg.state_dir), Some(1));
+    let stored = std::fs::read(cfg.state_dir.join(store::SET_FILE)).unwrap();
+
+    let limit = index_bytes(5_000) - 1;
+    assert!(index_bytes(4) < limit);
+    let mut ctx = LinkContext {
+        memory_limit: Arc::new(AtomicU64::new(limit)),
+        ..link_context(&cfg)
+    };
+    ctx.config.heartbeat_interval = Duration::from_secs(1);
+    let thread = link::spawn(ctx.clone()).unwrap();
+    wait_for("the refusal in the link's status", || {
+        ctx.status
+            .lock()
+            .unwrap()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("memory limit"))
+    })
+    .await;
+    seen.lock().unwrap().refused = true;
+    let error = ctx.status.lock().unwrap().last_error.clone().unwrap();
+    // Named: the set version, the collector, what it needs and what is allowed.
+    assert!(
+        error.contains(&format!("set version 2 from collector {}", server.addr)),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("needs about {} KiB", index_bytes(5_000).div_ceil(1024)))
+            && error.contains(&format!("memory limit of {} KiB", limit.div_ceil(1024))),
+        "{error}"
+    );
+    assert!(error.contains("the installed set stays"), "{error}");
+    // The stored set is exactly what it was.
+    assert_eq!(
+        std::fs::read(cfg.state_dir.join(store::SET_FILE)).unwrap(),
+        stored
+    );
+    assert!(!ctx.set_installed.load(Ordering::SeqCst));
+    // Announcements of the refused version bring no new download.
+    wait_for("two heartbeats answered with version 2", || {
+        seen.lock().unwrap().heartbeats_after_refusal >= 2
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().fetches, 2, "one at enrolment, one for set 2");
+    // A newer version is fetched, and one that fits is installed.
+    announce_3.store(true, Ordering::SeqCst);
+    wait_for("set 3 installed", || ctx.set_installed.load(Ordering::SeqCst)).await;
+    assert_eq!(version_installed(&cfg.state_dir), Some(3));
+    stop_link(&ctx, thread).await;
+    let leftovers: Vec<_> = std::fs::read_dir(&cfg.state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Regression (security review, finding 2): frames up to 512 MiB were accepted whatever the
+/// agent was configured for.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_link_refuses_a_frame_over_its_configured_cap_on_the_header() {
+    let pki = Pki::new("Picket collector CA");
+    let signer = Arc::new(Signer::new());
+    let (p, s) = (pki.clone(), signer.clone());
+    let over = (3u32 << 20).to_be_bytes().to_vec();
+    // Set 1 at enrolment; afterwards every fetch gets a header announcing 3 MiB (far under the
+    // protocol's 512 MiB), then nothing, the connection held.
+    let script: Script = Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        ClientMsg::Enroll(e) => vec![enrolled(&p, conn, e, false)],
+        ClientMsg::Fetch(f) if f.have.is_none() => vec![Reply::Msg(ServerMsg::Set {
+            version: 1,
+            file: s.set(1, 3),
+        })],
+        ClientMsg::Fetch(_) => vec![Reply::Raw(over.clone()), Reply::Hold],
+        _ => Vec::new(),
+    });
+    let server = Server::start(pki.clone(), true, script).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &server.addr, pki.pin());
+    std::fs::write(&opts.trust, signer.anchor()).unwrap();
+    let done = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
+        .await
+        .unwrap();
+    // `max_set_bytes = "2MiB"` in the configuration.
+    let text = std::fs::read_to_string(&done.config).unwrap();
+    std::fs::write(&done.config, format!("{text}max_set_bytes = \"2MiB\"\n")).unwrap();
+    let cfg = Config::load(&done.config).unwrap();
+    assert_eq!(cfg.collector.as_ref().unwrap().max_set_bytes, 2 << 20);
+    let ctx = link_context(&cfg);
+    let started = std::time::Instant::now();
+    let thread = link::spawn(ctx.clone()).unwrap();
+    wait_for("the frame refused", || {
+        ctx.status.lock().unwrap().last_error.is_some()
+    })
+    .await;
+    let error = ctx.status.lock().unwrap().last_error.clone().unwrap();
+    let cap = link::session::frame_cap(2 << 20);
+    assert!(
+        error.contains(&server.addr)
+            && error.contains(&format!("frame of {} bytes exceeds the cap of {cap}", 3 << 20)),
+        "{error}"
+    );
+    // Refused on the header: no wait for a body that never comes (the read timeout is 30 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(version_installed(&cfg.state_dir), Some(1));
+    stop_link(&ctx, thread).await;
+}
+
+/// Regression (security review, finding 4): the first set was installed whatever channel it
+/// was for, as long as the root signed it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_set_for_another_channel_is_refused_at_enrolment() {
+    let pki = Pki::new("Picket collector CA");
+    let signer = Arc::new(Signer::new());
+    let (p, s) = (pki.clone(), signer.clone());
+    let script: Script = Arc::new(move |conn, msg| match msg {
+        ClientMsg::Hello(_) => vec![welcome(conn)],
+        ClientMsg::Enroll(e) => vec![enrolled(&p, conn, e, false)],
+        // A genuine set, signed under the same root, for the channel `other`.
+        ClientMsg::Fetch(_) => vec![Reply::Msg(ServerMsg::Set {
+            version: 1,
+            file: s.set_on("other", 1, 3),
+        })],
+        _ => Vec::new(),
+    });
+    let server = Server::start(pki.clone(), true, script).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(tmp.path(), &server.addr, pki.pin());
+    std::fs::write(&opts.trust, signer.anchor()).unwrap();
+    let done = run_enroll(options(tmp.path(), &server.addr, pki.pin()))
+        .await
+        .unwrap();
+    let err = done.first_set.unwrap_err();
+    assert!(
+        err.contains(&format!("set version 1 from collector {}", server.addr))
+            && err.contains("channel \"other\" where \"default\" was expected"),
+        "{err}"
+    );
+    assert_eq!(version_installed(&opts.state), None);
+    // The same file imported offline (`import-set`) still installs: the CLI is unchanged.
+    let anchor = TrustAnchor::parse(&signer.anchor()).unwrap();
+    let file = signer.set_on("other", 1, 3);
+    let dir = store::StateDir::open(&tmp.path().join("offline")).unwrap();
+    let got = dir
+        .import(
+            &anchor,
+            Path::new("other.pkt"),
+            &file,
+            unix_now(),
+            &Limits::default(),
+        )
+        .unwrap();
+    assert!(matches!(got, Imported::NewVersion { to: 1, .. }), "{got:?}");
 }
 
 fn version_installed(dir: &Path) -> Option<u64> {

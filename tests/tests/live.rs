@@ -450,3 +450,90 @@ fn an_agent_offline_through_more_versions_than_deltas_are_kept_catches_up() {
     agent.start();
     agent.wait_version(11, Duration::from_secs(20));
 }
+
+/// The daemon's own view of its set, from `status --json`: (set version in force, set error).
+fn daemon_set(state: &Path) -> (Option<u64>, Option<String>) {
+    let out = run("picket-agent", &["status", "--state", s(state), "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(v) = text
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    else {
+        return (None, None);
+    };
+    (
+        v["daemon"]["set_version"].as_u64(),
+        v["daemon"]["set_error"].as_str().map(str::to_owned),
+    )
+}
+
+/// Regression (security review, finding 1): a set over `limits.memory_limit` stopped the daemon
+/// at every start, so the link never ran and no smaller set could ever replace it. Now the
+/// daemon stays up on such a set, installs the next one that fits, and refuses (over the
+/// channel) one that does not, keeping the one it has.
+#[test]
+fn an_agent_whose_set_is_over_its_memory_limit_stays_up_and_takes_a_set_that_fits() {
+    let many = |tag: u64| -> Vec<String> { (0..500u64).map(|i| format!("{:064x}", tag << 32 | i)).collect() };
+    let big = many(7);
+    let mut first: Vec<&str> = big.iter().map(String::as_str).collect();
+    first.push(DECOY);
+    let live = Live::start(&first);
+    let token = live.token(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::enroll(&live, tmp.path(), &token);
+    assert_eq!(agent.set_version(), Some(1));
+    // 501 digests need about 18 KiB of index; the limit is lowered to 8 KiB.
+    let config = agent.state.join("agent.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}\n[limits]\nmemory_limit = \"8KiB\"\n")).unwrap();
+    agent.start();
+    let line = agent.wait_stderr("is not in force", Duration::from_secs(10));
+    assert!(
+        line.contains("set version 1") && line.contains("memory limit"),
+        "{line}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        if let (None, Some(e)) = daemon_set(&agent.state) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no set error in the status");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(error.contains("memory limit"), "{error}");
+    // The link runs: the collector sees the agent.
+    agent.wait_stderr("connected to", Duration::from_secs(10));
+
+    // The big list is allowlisted: version 2 holds the decoy alone, and the daemon takes it.
+    let list = tmp.path().join("allow.txt");
+    fs::write(&list, big.join("\n")).unwrap();
+    ok(
+        "picket-collector",
+        &["allowlist", "import", "--data", live.c.data(), s(&list)],
+    );
+    live.c.publish(&[]);
+    agent.wait_version(2, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon_set(&agent.state) != (Some(2), None) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not take set 2: {:?}",
+            daemon_set(&agent.state)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Version 3 is over the limit again: refused from the channel, set 2 stays in force.
+    let again = many(9);
+    let refs: Vec<&str> = again.iter().map(String::as_str).collect();
+    live.publish("again.txt", &refs);
+    let line = agent.wait_stderr("memory limit", Duration::from_secs(20));
+    assert!(
+        line.contains(&format!("set version 3 from collector {}", live.addr))
+            && line.contains("installed set stays"),
+        "{line}"
+    );
+    assert_eq!(agent.set_version(), Some(2));
+    assert_eq!(daemon_set(&agent.state), (Some(2), None));
+}

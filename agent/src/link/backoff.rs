@@ -36,6 +36,19 @@ pub fn spread(interval: Duration, percent: u64, random: u64) -> Duration {
     Duration::from_millis(ms - width + offset)
 }
 
+/// A wait the collector asked for (`retry_after_ms` of an error frame), or `default` when it
+/// named none, never longer than [`CAP`]: a collector cannot park the link for longer than the
+/// backoff's own longest wait, whatever number it sends.
+pub fn server_wait(retry_after_ms: Option<u64>, default: Duration) -> Duration {
+    retry_after_ms.map_or(default, Duration::from_millis).min(CAP)
+}
+
+/// The collector's clock minus the agent's, in seconds, without overflow whatever time the
+/// collector claims.
+pub fn clock_skew(collector_now: i64, local_now: i64) -> i64 {
+    collector_now.saturating_sub(local_now)
+}
+
 /// A random u64 from the OS generator.
 pub fn random_u64() -> u64 {
     use ring::rand::SecureRandom;
@@ -158,6 +171,37 @@ mod tests {
             );
         }
         assert!(per_second.iter().all(|&n| n < 450), "{per_second:?}");
+    }
+
+    #[test]
+    fn a_wait_the_collector_asks_for_is_capped_at_five_minutes() {
+        let one = Duration::from_secs(1);
+        for (asked, want) in [
+            (None, one),
+            (Some(0), Duration::ZERO),
+            (Some(2_500), Duration::from_millis(2_500)),
+            (Some(300_000), CAP),
+            (Some(300_001), CAP),
+            (Some(86_400_000), CAP),
+            (Some(u64::MAX), CAP),
+        ] {
+            assert_eq!(server_wait(asked, one), want, "{asked:?}");
+        }
+        assert_eq!(server_wait(None, Duration::MAX), CAP);
+    }
+
+    #[test]
+    fn clock_skew_never_overflows() {
+        for (collector, local, want) in [
+            (1_700_000_100, 1_700_000_000, 100),
+            (1_700_000_000, 1_700_000_100, -100),
+            (i64::MAX, -1, i64::MAX),
+            (i64::MIN, 1, i64::MIN),
+            (i64::MIN, i64::MAX, i64::MIN),
+            (i64::MAX, i64::MIN, i64::MAX),
+        ] {
+            assert_eq!(clock_skew(collector, local), want, "{collector} - {local}");
+        }
     }
 
     #[test]

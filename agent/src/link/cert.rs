@@ -60,9 +60,12 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// When to renew a certificate valid from `not_before` to `not_after`: half-way through.
+/// When to renew a certificate valid from `not_before` to `not_after`: half-way through
+/// (computed without overflow, whatever times the certificate claims).
 pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
-    not_before + (not_after - not_before) / 2
+    let mid = (i128::from(not_before) + i128::from(not_after)).div_euclid(2);
+    // The midpoint of two i64 values is an i64.
+    mid as i64
 }
 
 #[cfg(test)]
@@ -85,5 +88,9 @@ mod tests {
     #[test]
     fn renewal_is_at_half_life() {
         assert_eq!(renew_at(1_000, 3_000), 2_000);
+        // Times a hostile certificate could claim do not overflow.
+        assert_eq!(renew_at(i64::MIN, i64::MAX), -1);
+        assert_eq!(renew_at(i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(renew_at(i64::MIN, i64::MIN), i64::MIN);
     }
 }

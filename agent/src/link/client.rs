@@ -4,9 +4,11 @@
 //! many agents at once (the load tool, end-to-end tests) speak the protocol through it.
 //!
 //! Invariants:
-//! - a frame's length is checked against [`MAX_SERVER_FRAME`] before anything is allocated for
-//!   it, and its body buffer grows only as bytes actually arrive, so a collector announcing a
-//!   large frame and sending nothing costs nothing;
+//! - a frame's length is checked against the session's cap before anything is allocated for it
+//!   ([`SMALL_FRAME`] for the welcome, then [`MAX_SERVER_FRAME`] unless the caller lowers it with
+//!   [`Session::set_max_frame`], as the daemon's link does from `[collector] max_set_bytes`), and
+//!   its body buffer grows only as bytes actually arrive, so a collector announcing a large
+//!   frame and sending nothing costs nothing;
 //! - every read has a timeout (the wait for the *next* frame of a held session is the caller's
 //!   choice: [`FrameReader::header`] waits for as long as the session is open);
 //! - the token's secret leaves the host only in [`enroll`], only after the TLS handshake has
@@ -39,6 +41,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read at a time into a frame body.
 const CHUNK: usize = 64 << 10;
+/// The cap on the collector's answers that never carry a set: the welcome, an enrolment, a
+/// renewal, acknowledgements and errors are all far below it. Only a set needs more.
+pub const SMALL_FRAME: usize = 1 << 20;
 
 type Stream = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -49,6 +54,7 @@ pub struct Session {
     stream: Stream,
     welcome: Welcome,
     read_timeout: Duration,
+    max_frame: usize,
 }
 
 /// The receiving half of a split [`Session`].
@@ -57,6 +63,7 @@ pub struct FrameReader {
     addr: String,
     rd: ReadHalf<Stream>,
     read_timeout: Duration,
+    max_frame: usize,
 }
 
 /// The sending half of a split [`Session`].
@@ -86,11 +93,13 @@ fn timed_out(addr: &str, what: &str, after: Duration) -> LinkError {
     }
 }
 
-/// Reads a frame header, waiting at most `wait` (forever if `None`), and checks its length.
-async fn read_header<R: AsyncRead + Unpin>(
+/// Reads a frame header, waiting at most `wait` (forever if `None`), and checks its length
+/// against `cap`.
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
     r: &mut R,
     addr: &str,
     wait: Option<Duration>,
+    cap: usize,
 ) -> Result<usize, LinkError> {
     let mut h = [0u8; 4];
     let read = r.read_exact(&mut h);
@@ -101,14 +110,14 @@ async fn read_header<R: AsyncRead + Unpin>(
         None => read.await,
     }
     .map_err(io_error(addr, "between frames"))?;
-    frame_len(h, MAX_SERVER_FRAME).map_err(|error| LinkError::Frame {
+    frame_len(h, cap).map_err(|error| LinkError::Frame {
         addr: addr.to_owned(),
         error,
     })
 }
 
 /// Reads a body of `len` bytes (each piece within `wait`) and decodes it.
-async fn read_body<R: AsyncRead + Unpin>(
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     r: &mut R,
     addr: &str,
     len: usize,
@@ -206,6 +215,7 @@ pub async fn connect(
             now: 0,
         },
         read_timeout: READ_TIMEOUT,
+        max_frame: SMALL_FRAME,
     };
     session
         .send(&ClientMsg::Hello(Hello {
@@ -227,6 +237,7 @@ pub async fn connect(
                 });
             }
             session.welcome = w;
+            session.max_frame = MAX_SERVER_FRAME;
             Ok(session)
         }
         ServerMsg::Error(error) => Err(LinkError::Refused {
@@ -275,6 +286,18 @@ impl Session {
         self.read_timeout = wait;
     }
 
+    /// Lowers (or raises, up to [`MAX_SERVER_FRAME`]) the largest frame accepted from the
+    /// collector from now on, on this session and the [`FrameReader`] split from it. A header
+    /// announcing more ends the session with [`LinkError::Frame`] before the body is read.
+    pub fn set_max_frame(&mut self, cap: usize) {
+        self.max_frame = cap.min(MAX_SERVER_FRAME);
+    }
+
+    /// The largest frame accepted from the collector.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// Sends one message (checked against the caps the collector enforces, so a message it
     /// would refuse is not sent).
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), LinkError> {
@@ -284,7 +307,13 @@ impl Session {
     /// Receives one message, waiting at most the read timeout for it to start and for each
     /// piece of it.
     pub async fn recv(&mut self) -> Result<ServerMsg, LinkError> {
-        let len = read_header(&mut self.stream, &self.addr, Some(self.read_timeout)).await?;
+        let len = read_header(
+            &mut self.stream,
+            &self.addr,
+            Some(self.read_timeout),
+            self.max_frame,
+        )
+        .await?;
         read_body(&mut self.stream, &self.addr, len, self.read_timeout).await
     }
 
@@ -296,6 +325,7 @@ impl Session {
                 addr: self.addr.clone(),
                 rd,
                 read_timeout: self.read_timeout,
+                max_frame: self.max_frame,
             },
             FrameWriter { addr: self.addr, wr },
         )
@@ -303,10 +333,17 @@ impl Session {
 }
 
 impl FrameReader {
+    /// The read half, the collector's address, the read timeout and the frame cap: for a
+    /// reader loop of its own (the daemon's link reads frames in a task that holds back large
+    /// ones, see [`super::session`]).
+    pub(crate) fn into_parts(self) -> (ReadHalf<Stream>, String, Duration, usize) {
+        (self.rd, self.addr, self.read_timeout, self.max_frame)
+    }
+
     /// Waits (without a time limit) for the next frame header and returns the body's length,
-    /// checked against [`MAX_SERVER_FRAME`].
+    /// checked against the session's cap ([`Session::set_max_frame`]).
     pub async fn header(&mut self) -> Result<usize, LinkError> {
-        read_header(&mut self.rd, &self.addr, None).await
+        read_header(&mut self.rd, &self.addr, None, self.max_frame).await
     }
 
     /// Reads and decodes a body of `len` bytes, each piece within the read timeout.
@@ -390,6 +427,8 @@ pub async fn enroll(
     public_key.copy_from_slice(key.public_key().as_ref());
     let machine = wire::machine_hash(&public_key, machine_id);
     let mut session = connect(addr, server_name, config, machine).await?;
+    // An enrolment's answer is certificates and an id: nothing near a set.
+    session.set_max_frame(SMALL_FRAME);
     // The handshake verified the collector against the pin: only now does the secret leave.
     let proof = key.sign(&wire::enroll_proof_message(
         &session.welcome().nonce,

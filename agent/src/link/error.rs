@@ -100,10 +100,13 @@ impl LinkError {
         }
     }
 
-    /// How long the collector asked the agent to wait, if it did.
+    /// How long the collector asked the agent to wait, if it did, capped at the backoff's
+    /// longest wait ([`super::backoff::CAP`]).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            LinkError::Refused { error, .. } => error.retry_after_ms.map(Duration::from_millis),
+            LinkError::Refused { error, .. } => error
+                .retry_after_ms
+                .map(|ms| super::backoff::server_wait(Some(ms), Duration::ZERO)),
             _ => None,
         }
     }

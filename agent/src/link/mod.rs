@@ -12,8 +12,9 @@
 //!
 //! Architecture invariant: the agent's identity on the channel is its key and the client
 //! certificate the collector issued for it; no message carries an identity of its own. A set
-//! that arrives over the channel is installed only through [`crate::store::StateDir::import`],
-//! with every check an offline import applies.
+//! that arrives over the channel is installed only through
+//! [`crate::store::StateDir::import_expected`], with every check an offline import applies, and
+//! two more: the set is for the configured channel, and its index fits under the memory limit.
 
 pub mod backoff;
 pub mod cert;
@@ -23,7 +24,7 @@ pub mod session;
 pub mod tls;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use picket_proto::wire;
@@ -65,6 +66,9 @@ pub struct LinkContext {
     pub stop: Arc<AtomicBool>,
     /// Set by the link thread after it installed a set (or renewed its freshness).
     pub set_installed: Arc<AtomicBool>,
+    /// The memory ceiling in force (`limits.memory_limit`, bytes; the daemon updates it on a
+    /// reload): a set whose index would need more is refused and the installed one stays.
+    pub memory_limit: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LinkContext {

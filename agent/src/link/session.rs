@@ -4,8 +4,11 @@
 //! One session at a time, over mutual TLS with the agent's key. In a session:
 //! - a `Fetch` at once, another when the collector announces a newer version on our channel,
 //!   and one every `poll_interval` (±20 %) in any case, the fallback for a missed announcement;
-//!   a set that arrives is installed through [`StateDir::import`] with every check an offline
-//!   import applies, and a refused one leaves the installed set as it was;
+//!   a set that arrives is installed through [`StateDir::import_expected`] with every check an
+//!   offline import applies, plus two: the set file must claim the configured channel, and its
+//!   index must fit under the memory limit (a set the daemon could not load never replaces one
+//!   it can); a refused one leaves the installed set as it was, and an announcement of a version
+//!   refused as too large brings no new fetch (the poll still asks);
 //! - the spool's oldest batch goes out when no batch is in flight (one at a time); `Ack` deletes
 //!   it from the spool, `Conflict` starts a new spool epoch. After a reconnect the same batch is
 //!   sent again: the collector recognises it and acknowledges it as a duplicate;
@@ -19,22 +22,27 @@
 //!
 //! Invariants: the loop looks at the stop flag at least every 500 ms, whatever it is waiting
 //! for; a connection that is silent for [`REPLY_TIMEOUT`] while an answer is owed is dropped;
-//! nothing secret is logged.
+//! no wait the collector asks for is longer than [`backoff::CAP`]; frames are capped by
+//! `[collector] max_set_bytes` before they are read, and the reader reads ahead of the loop
+//! only small frames: a frame over [`SMALL_FRAME`] is read only once the loop has finished with
+//! the previous large one, so at most one set is in memory; nothing secret is logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use picket_proto::wire::{ClientMsg, ErrorCode, Fetch, ServerMsg};
+use picket_proto::wire::{ClientMsg, ErrorCode, Fetch, ServerMsg, MAX_SERVER_FRAME};
 use picket_proto::{x509, Limits, TrustAnchor};
-use tokio::sync::mpsc;
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::backoff::{self, Backoff};
-use super::client::{self, FrameWriter};
+use super::client::{self, FrameWriter, SMALL_FRAME};
 use super::{cert, tls, LinkContext, LinkError};
-use crate::store::{self, Imported, StateDir};
+use crate::store::{self, Expected, Imported, StateDir};
+use crate::AgentError;
 
 /// How often the stop flag is looked at, at the least.
 pub const STOP_CHECK: Duration = Duration::from_millis(500);
@@ -44,6 +52,33 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const FIRST_CONNECT_SPREAD: Duration = Duration::from_secs(2);
 /// How far the poll timer is moved at random, in percent.
 const POLL_SPREAD_PERCENT: u64 = 20;
+/// Room for the `Set` message around a set file of `max_set_bytes` (its tag, version and
+/// length prefix).
+const SET_FRAME_OVERHEAD: usize = 64;
+
+/// The largest frame the link accepts when set files may be `max_set_bytes` long.
+pub fn frame_cap(max_set_bytes: u64) -> usize {
+    usize::try_from(max_set_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(SET_FRAME_OVERHEAD)
+        .clamp(SMALL_FRAME, MAX_SERVER_FRAME)
+}
+
+/// How long to wait before connecting again after a session failed with `error`: the
+/// backoff's next delay, or longer if the collector asked for it, but never longer than
+/// [`backoff::CAP`]. A revoked agent waits the cap (nothing will change soon).
+fn reconnect_delay(error: &LinkError, backoff: &mut Backoff, random: u64) -> Duration {
+    if error.code() == Some(ErrorCode::Revoked) {
+        backoff.to_cap();
+        return backoff::CAP;
+    }
+    let d = backoff.next_delay(random);
+    let asked = match error {
+        LinkError::Refused { error, .. } => backoff::server_wait(error.retry_after_ms, Duration::ZERO),
+        _ => Duration::ZERO,
+    };
+    d.max(asked)
+}
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -100,6 +135,10 @@ async fn unless_stopped<T>(ctx: &LinkContext, fut: impl std::future::Future<Outp
 struct Installed {
     identity: Option<(u64, u64, i64, i64, u64)>,
     versions: (Option<u64>, Option<u64>),
+    /// The newest set version refused because its index would not fit under the memory limit:
+    /// an announcement of it (or of an older one) brings no fetch, so the agent does not
+    /// download it again and again; the poll still asks, in case the limit was raised.
+    too_big: Option<u64>,
 }
 
 impl Installed {
@@ -151,23 +190,19 @@ pub async fn run(ctx: LinkContext) {
         if connected_at.is_some_and(|t: Instant| t.elapsed() >= backoff::HEALTHY_SESSION) {
             backoff.reset();
         }
-        let delay = if error.code() == Some(ErrorCode::Revoked) {
+        let delay = reconnect_delay(&error, &mut backoff, backoff::random_u64());
+        if error.code() == Some(ErrorCode::Revoked) {
             log(format!(
                 "error: {error}; this agent is revoked: matching goes on with the installed set, the agent asks again every {} minutes, and enrolling it again restores the link",
                 backoff::CAP.as_secs() / 60
             ));
-            backoff.to_cap();
-            backoff::CAP
         } else {
-            let d = backoff.next_delay(backoff::random_u64());
-            let d = d.max(error.retry_after().unwrap_or_default());
             log(format!(
                 "error: {error}; reconnecting in {:.1}s (attempt {})",
-                d.as_secs_f64(),
+                delay.as_secs_f64(),
                 backoff.attempt()
             ));
-            d
-        };
+        }
         lock(&ctx.status).last_error = Some(error.to_string());
         if !pause(&ctx, delay).await {
             return;
@@ -179,10 +214,56 @@ pub async fn run(ctx: LinkContext) {
 enum Incoming {
     /// A frame header arrived: the connection is alive, the body is on its way.
     Started,
-    /// A whole message.
-    Msg(ServerMsg),
+    /// A whole message, and for a frame over [`SMALL_FRAME`] the permit without which the
+    /// reader reads no other large frame: the loop drops it once it is done with the message.
+    Msg(ServerMsg, Option<OwnedSemaphorePermit>),
     /// Reading failed; the session is over.
     Failed(LinkError),
+}
+
+/// The reader task: frames from `rd` to `tx` until the connection fails or the loop is gone.
+/// Each header is checked against `cap` before the body is read. Small frames are read ahead
+/// of the loop (the channel holds a few); a frame over [`SMALL_FRAME`] waits for the one
+/// permit, which the previous large message holds until the loop has finished with it, so a
+/// collector cannot make the agent hold several sets at once.
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut rd: R,
+    addr: String,
+    cap: usize,
+    wait: Duration,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let large = Arc::new(Semaphore::new(1));
+    loop {
+        let len = match client::read_header(&mut rd, &addr, None, cap).await {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = tx.send(Incoming::Failed(e)).await;
+                return;
+            }
+        };
+        if tx.send(Incoming::Started).await.is_err() {
+            return;
+        }
+        let permit = if len > SMALL_FRAME {
+            match large.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return, // never closed
+            }
+        } else {
+            None
+        };
+        let event = match client::read_body(&mut rd, &addr, len, wait).await {
+            Ok(m) => Incoming::Msg(m, permit),
+            Err(e) => {
+                let _ = tx.send(Incoming::Failed(e)).await;
+                return;
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Aborts the reader task when the session ends, whichever way.
@@ -260,7 +341,7 @@ async fn session(
     else {
         return Ok(());
     };
-    let session = session?;
+    let mut session = session?;
     let welcome = session.welcome().clone();
     let Some(agent_id) = welcome.agent.clone() else {
         return Err(LinkError::Protocol {
@@ -276,39 +357,21 @@ async fn session(
         st.last_contact = Some(unix_now());
         st.last_error = None;
     }
-    let skew = welcome.now - unix_now();
+    let skew = backoff::clock_skew(welcome.now, unix_now());
     log(format!(
         "connected to {addr} as agent {agent_id} (protocol {}{})",
         welcome.version,
-        if skew.abs() > 60 {
+        if skew.unsigned_abs() > 60 {
             format!(", clock skew {skew}s")
         } else {
             String::new()
         }
     ));
-    let (mut reader, mut writer) = session.into_split();
+    session.set_max_frame(frame_cap(cfg.max_set_bytes));
+    let (reader, mut writer) = session.into_split();
+    let (rd, reader_addr, read_timeout, cap) = reader.into_parts();
     let (tx, mut rx) = mpsc::channel::<Incoming>(4);
-    let _reader = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let next = match reader.header().await {
-                Ok(len) => {
-                    if tx.send(Incoming::Started).await.is_err() {
-                        return;
-                    }
-                    reader.body(len).await
-                }
-                Err(e) => Err(e),
-            };
-            let failed = next.is_err();
-            let event = match next {
-                Ok(m) => Incoming::Msg(m),
-                Err(e) => Incoming::Failed(e),
-            };
-            if tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    }));
+    let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, reader_addr, cap, read_timeout, tx)));
 
     let mut owed = Owed::default();
     let mut fetch_wanted = true;
@@ -386,7 +449,7 @@ async fn session(
                 }
                 Some(Incoming::Failed(e)) => return Err(e),
                 Some(Incoming::Started) => last_heard = Instant::now(),
-                Some(Incoming::Msg(msg)) => {
+                Some(Incoming::Msg(msg, _large)) => {
                     last_heard = Instant::now();
                     lock(&ctx.status).last_contact = Some(unix_now());
                     let mut s = Served {
@@ -438,7 +501,8 @@ impl Served<'_> {
         match msg {
             ServerMsg::NewVersion { channel, version } => {
                 let (have, _) = self.installed.get(&self.ctx.state_dir);
-                if channel == cfg.channel && have.is_none_or(|h| version > h) {
+                let refused = self.installed.too_big.is_some_and(|v| version <= v);
+                if channel == cfg.channel && have.is_none_or(|h| version > h) && !refused {
                     *self.fetch_wanted = true;
                 }
             }
@@ -493,14 +557,14 @@ impl Served<'_> {
                 self.renewed(&r.certificate, r.not_after);
             }
             ServerMsg::Error(error) if error.code == ErrorCode::RateLimited => {
-                let wait = error.retry_after_ms.map_or(Duration::from_secs(1), Duration::from_millis);
+                let wait = backoff::server_wait(error.retry_after_ms, Duration::from_secs(1));
                 log(format!(
-                    "collector {} asks the agent to slow down for {}ms: {}",
+                    "collector {} asks the agent to slow down; pausing {}ms: {}",
                     self.addr,
                     wait.as_millis(),
                     error.message
                 ));
-                *self.quiet_until = Some(Instant::now() + wait.min(backoff::CAP));
+                *self.quiet_until = Some(Instant::now() + wait);
                 // Whatever was dropped is asked again after the pause; a batch the collector
                 // did store is acknowledged again as a duplicate.
                 if self.owed.fetch.take().is_some() {
@@ -529,8 +593,21 @@ impl Served<'_> {
         let anchor = self.anchor.clone();
         let origin = PathBuf::from(format!("set version {version} from collector {}", self.addr));
         let origin2 = origin.clone();
+        let channel = self.ctx.config.channel.clone();
+        let memory_limit = self.ctx.memory_limit.load(Ordering::SeqCst);
         let import = tokio::task::spawn_blocking(move || {
-            StateDir::open(&dir)?.import(&anchor, &origin2, &file, unix_now(), &Limits::default())
+            let expected = Expected {
+                channel: &channel,
+                memory_limit,
+            };
+            StateDir::open(&dir)?.import_expected(
+                &anchor,
+                &origin2,
+                &file,
+                unix_now(),
+                &Limits::default(),
+                &expected,
+            )
         });
         // The import is atomic (rename): stopping while it runs leaves the old set or the new.
         let Some(result) = unless_stopped(self.ctx, import).await else {
@@ -554,7 +631,14 @@ impl Served<'_> {
             }
             Ok(Ok(Imported::AlreadyInstalled { .. })) => {}
             Ok(Err(e)) => {
-                let message = format!("the set was refused, the installed one stays: {e}");
+                let message = match &e {
+                    // The other errors name the set and the collector already (as their path).
+                    AgentError::TooBig { version, .. } => {
+                        self.installed.too_big = Some(self.installed.too_big.unwrap_or(0).max(*version));
+                        format!("{}: refused, the installed set stays: {e}", origin.display())
+                    }
+                    _ => format!("the set was refused, the installed one stays: {e}"),
+                };
                 log(format!("error: {message}"));
                 lock(&self.ctx.status).last_error = Some(message);
             }
@@ -599,5 +683,156 @@ impl Served<'_> {
             )),
             Err(e) => log(format!("error: writing the renewed certificate: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use picket_proto::wire::{encode_frame, FrameError, WireError};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn set_frame(version: u64, len: usize) -> Vec<u8> {
+        encode_frame(&ServerMsg::Set {
+            version,
+            file: vec![7; len],
+        })
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Incoming>) -> Incoming {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("the reader is running")
+    }
+
+    /// Regression: the reader read up to four frames ahead of the loop, so a collector could
+    /// make the agent hold several sets of up to 512 MiB at once.
+    #[tokio::test]
+    async fn the_reader_holds_back_a_large_frame_until_the_loop_is_done_with_the_last() {
+        let big = 2 * SMALL_FRAME;
+        let (mut collector, agent) = tokio::io::duplex(64 << 10);
+        let (tx, mut rx) = mpsc::channel(4);
+        let _reader = AbortOnDrop(tokio::spawn(read_frames(
+            agent,
+            "collector.test:4433".into(),
+            frame_cap(256 << 20),
+            Duration::from_secs(5),
+            tx,
+        )));
+        let writer = tokio::spawn(async move {
+            for version in [1, 2] {
+                collector.write_all(&set_frame(version, big)).await.unwrap();
+            }
+            let small = encode_frame(&ServerMsg::NewVersion {
+                channel: "default".into(),
+                version: 3,
+            });
+            collector.write_all(&small).await.unwrap();
+            collector
+        });
+        assert!(matches!(next(&mut rx).await, Incoming::Started));
+        let first = next(&mut rx).await;
+        let Incoming::Msg(ServerMsg::Set { version: 1, .. }, Some(permit)) = first else {
+            panic!("the first set, with the permit")
+        };
+        // The second header is read (the connection is alive), its body is not: the collector
+        // cannot even finish writing it.
+        assert!(matches!(next(&mut rx).await, Incoming::Started));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "nothing more while the first set is held");
+        assert!(!writer.is_finished());
+        // Done with the first set: the second one comes, then the small frame behind it.
+        drop(permit);
+        let Incoming::Msg(ServerMsg::Set { version: 2, .. }, Some(_held)) = next(&mut rx).await else {
+            panic!("the second set")
+        };
+        assert!(matches!(next(&mut rx).await, Incoming::Started));
+        // A small frame is read while the large one is still held.
+        let Incoming::Msg(ServerMsg::NewVersion { version: 3, .. }, None) = next(&mut rx).await else {
+            panic!("the announcement, without a permit")
+        };
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_configured_cap_ends_the_reader_on_its_header() {
+        let cap = frame_cap(1 << 20);
+        let (mut collector, agent) = tokio::io::duplex(64 << 10);
+        let (tx, mut rx) = mpsc::channel(4);
+        let _reader = AbortOnDrop(tokio::spawn(read_frames(
+            agent,
+            "collector.test:4433".into(),
+            cap,
+            Duration::from_secs(30),
+            tx,
+        )));
+        // A header for 2 MiB (well under the protocol's 512 MiB), and no body at all.
+        collector.write_all(&((2u32 << 20).to_be_bytes())).await.unwrap();
+        match next(&mut rx).await {
+            Incoming::Failed(LinkError::Frame {
+                error: FrameError::TooLarge { len, cap: c },
+                addr,
+            }) => {
+                assert_eq!((len, c), (2 << 20, cap));
+                assert_eq!(addr, "collector.test:4433");
+            }
+            _ => panic!("a frame error on the header"),
+        }
+        assert!(rx.recv().await.is_none(), "the reader stopped");
+    }
+
+    #[test]
+    fn the_frame_cap_follows_max_set_bytes_within_the_protocols_bounds() {
+        assert_eq!(frame_cap(256 << 20), (256 << 20) + SET_FRAME_OVERHEAD);
+        assert_eq!(frame_cap(1 << 20), (1 << 20) + SET_FRAME_OVERHEAD);
+        assert_eq!(frame_cap(0), SMALL_FRAME);
+        assert_eq!(frame_cap(u64::MAX), MAX_SERVER_FRAME);
+    }
+
+    fn refused(code: ErrorCode, retry_after_ms: Option<u64>) -> LinkError {
+        LinkError::Refused {
+            addr: "collector.test:4433".into(),
+            error: WireError {
+                code,
+                message: "busy".into(),
+                retry_after_ms,
+            },
+        }
+    }
+
+    /// Regression: a collector's `retry_after_ms` of u64::MAX parked the link until a restart.
+    #[test]
+    fn no_reconnect_waits_longer_than_the_backoff_cap() {
+        for asked in [Some(u64::MAX), Some(86_400_000), Some(300_001)] {
+            let mut b = Backoff::new(backoff::BASE, backoff::CAP);
+            let d = reconnect_delay(&refused(ErrorCode::Internal, asked), &mut b, 0);
+            assert_eq!(d, backoff::CAP, "{asked:?}");
+            assert_eq!(
+                refused(ErrorCode::Internal, asked).retry_after(),
+                Some(backoff::CAP)
+            );
+        }
+        // A shorter ask is honoured over a shorter backoff draw.
+        let mut b = Backoff::new(backoff::BASE, backoff::CAP);
+        let d = reconnect_delay(&refused(ErrorCode::Internal, Some(7_000)), &mut b, 0);
+        assert_eq!(d, Duration::from_secs(7));
+        // Without an ask, the backoff's draw.
+        let mut b = Backoff::new(backoff::BASE, backoff::CAP);
+        let d = reconnect_delay(&refused(ErrorCode::Internal, None), &mut b, 500);
+        assert_eq!(d, Duration::from_millis(500));
+        // Revoked: the cap, and the backoff stays there.
+        let mut b = Backoff::new(backoff::BASE, backoff::CAP);
+        let d = reconnect_delay(&refused(ErrorCode::Revoked, Some(u64::MAX)), &mut b, 0);
+        assert_eq!(d, backoff::CAP);
+        assert_eq!(
+            backoff::window(backoff::BASE, backoff::CAP, b.attempt()),
+            backoff::CAP
+        );
     }
 }
