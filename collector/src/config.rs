@@ -45,7 +45,8 @@ pub struct AgentChannelConfig {
     /// Address and port to listen on (`0.0.0.0:7443`); `serve --listen` overrides it.
     pub listen: String,
     /// How long a new connection has to finish its TLS handshake and send its hello, counted
-    /// from accept (`10s`).
+    /// from accept (`10s`). An enrolling connection (no client certificate) has this long, from
+    /// accept, for everything: handshake, hello, its request and the answer.
     pub hello_timeout: String,
     /// How long the body of a frame may take to arrive once its length was read, and how long
     /// the agent may take to read what is sent to it (`30s`).
@@ -54,9 +55,34 @@ pub struct AgentChannelConfig {
     pub idle_timeout: String,
     /// The most sessions at once; connections over it are closed at accept.
     pub max_sessions: u32,
-    /// The most connections at once that have not yet authenticated (in their TLS handshake or
-    /// hello, or enrolling); connections over it are closed at accept.
+    /// The most connections at once still in their TLS handshake; connections over it are
+    /// closed at accept. A connection gives its place back the moment its handshake completes,
+    /// so connections that finished theirs (enrolling, or agents saying hello) never keep an
+    /// agent from reconnecting.
     pub max_handshakes: u32,
+    /// The most connections at once that have not authenticated, from one source address (an
+    /// IPv6 address counts by its /64): from accept until an enrolled agent is welcomed, or
+    /// for the whole of an enrolment. Connections over it are closed at accept. Everything
+    /// behind one NAT or proxy shares it: raise it for a large site behind one address.
+    pub max_handshakes_per_ip: u32,
+    /// The most connections at once without a client certificate (enrolling), past their TLS
+    /// handshake. They have their own pool, so enrolments cannot take the places enrolled
+    /// agents need; a connection over it is told to try again later and closed.
+    pub max_enrolling: u32,
+    /// Live sessions one agent may hold at once. When a new session of the agent would pass
+    /// it, the agent's oldest session is closed (and told that another replaced it), so a
+    /// restarted agent whose old session lingers is never locked out, and one agent's key
+    /// cannot take every session.
+    pub max_sessions_per_agent: u32,
+    /// Enrolment attempts per second from one source address, sustained (an IPv6 address
+    /// counts by its /64). An attempt over it is answered `RateLimited` and closed.
+    pub enrolments_per_second: u32,
+    /// Enrolment attempts one source address may make in a burst.
+    pub enrolment_burst: u32,
+    /// Sightings (one per agent, indicator, observed kind and location) the collector keeps
+    /// for one agent. Past it, a batch that would add new ones is refused and raises a
+    /// `sightings-cap` alarm; the agent's existing sightings keep updating.
+    pub max_sightings_per_agent: u64,
     /// Messages per second each agent may send, sustained (all its sessions together).
     pub messages_per_second: u32,
     /// Messages an agent may send in a burst.
@@ -84,6 +110,12 @@ impl Default for AgentChannelConfig {
             idle_timeout: "15m".into(),
             max_sessions: 10_000,
             max_handshakes: 256,
+            max_handshakes_per_ip: 32,
+            max_enrolling: 64,
+            max_sessions_per_agent: 2,
+            enrolments_per_second: 10,
+            enrolment_burst: 20,
+            max_sightings_per_agent: 100_000,
             messages_per_second: 50,
             message_burst: 200,
             bytes_per_second: 4 << 20,
@@ -360,6 +392,65 @@ mod tests {
         std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
         let err = Config::load(&p).unwrap_err().to_string();
         assert!(err.contains("channels.default.timestamp_lifetime"), "{err}");
+    }
+
+    #[test]
+    fn the_channel_limits_default_and_refuse_zero_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("picket.toml");
+        let cfg = Config::initial("Org", Path::new("/x"));
+        let text = toml::to_string(&cfg).unwrap();
+        std::fs::write(&p, &text).unwrap();
+        let settings = crate::channel::Settings::from_config(&Config::load(&p).unwrap(), &p).unwrap();
+        assert_eq!(
+            (
+                settings.max_handshakes_per_ip,
+                settings.max_enrolling,
+                settings.max_sessions_per_agent,
+                settings.intake.max_sightings_per_agent
+            ),
+            (32, 64, 2, 100_000)
+        );
+        assert_eq!(
+            (
+                settings.enrolment_rate.messages_per_second,
+                settings.enrolment_rate.message_burst
+            ),
+            (10.0, 20.0)
+        );
+        // A file written before these keys existed gets the defaults.
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("max_sessions_per_agent") && !l.starts_with("max_enrolling"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&p, old).unwrap();
+        assert_eq!(Config::load(&p).unwrap().channel.max_sessions_per_agent, 2);
+        for key in [
+            "max_handshakes_per_ip",
+            "max_enrolling",
+            "max_sessions_per_agent",
+            "enrolments_per_second",
+            "enrolment_burst",
+            "max_sightings_per_agent",
+        ] {
+            let zeroed: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key} = ")) {
+                        format!("{key} = 0\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&p, zeroed).unwrap();
+            let err = Config::load(&p).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("channel.{key}: must be more than 0")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

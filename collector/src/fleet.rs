@@ -2,8 +2,11 @@
 //!
 //! A token is `pk1-<id>-<secret>-<ca pin>` (see `picket_proto::token`); the store keeps its id
 //! and the SHA-256 of its secret, never the secret. [`enrol`] turns one `Enroll` message into an
-//! agent: the proof of key possession checked, the token redeemed, the agent recorded and its
-//! client certificate issued, all in one transaction.
+//! agent: the channel it names checked against the ones this collector serves, the proof of key
+//! possession checked, the token redeemed, the agent recorded and its client certificate issued,
+//! all in one transaction. [`precheck`] makes the same checks with a read-only look-up, so that
+//! the channel sends to its single writer only enrolments that can succeed; [`renew`] issues a
+//! new certificate for an enrolled, unrevoked agent's key.
 //!
 //! Invariants kept here:
 //! - A secret is compared in constant time, and an unknown token id and a wrong secret get the
@@ -11,14 +14,17 @@
 //!   expired, was revoked or is used up.
 //! - A token use is spent in the same (immediate, so serialised) transaction that records the
 //!   agent: concurrent enrolments never overspend a token, and a refused or failed enrolment
-//!   spends nothing.
+//!   spends nothing. The read-only [`precheck`] only ever refuses; it never grants.
 //! - An agent's id is derived from its public key ([`pki::agent_id`]), never taken from a
 //!   message, and one key enrols once.
+//! - An agent follows a channel this collector serves, and a certificate is issued only to an
+//!   agent that is enrolled with that key and not revoked, checked in the transaction that
+//!   records the certificate.
 
 use std::collections::HashSet;
 
 use picket_proto::wire::{
-    decode_body, enroll_proof_message, Enroll, Enrolled, ErrorCode, Heartbeat, WireError,
+    decode_body, enroll_proof_message, Enroll, Enrolled, ErrorCode, Heartbeat, Renewed, WireError,
 };
 use picket_proto::{EnrollToken, TOKEN_ID_BYTES, TOKEN_SECRET_BYTES};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -390,24 +396,28 @@ pub fn enrol(
     nonce: &[u8; 32],
     now: i64,
     cert_lifetime_secs: u64,
+    channels: &[String],
 ) -> Result<Enrolled, WireError> {
-    enrol_checked(store, pki, msg, nonce, now, cert_lifetime_secs).map_err(|f| f.to_wire())
+    enrol_checked(store, pki, msg, nonce, now, cert_lifetime_secs, channels).map_err(|f| f.to_wire())
 }
 
-/// Handles one `Enroll` message: checks the proof (an Ed25519 signature by `msg.public_key` over
-/// `enroll_proof_message(nonce, token id, key)`), redeems the token, records the agent (id
-/// derived from the key, machine hash, channel, time), issues its client certificate, and
-/// returns the `Enrolled` reply. Nothing is stored unless everything succeeds.
-pub fn enrol_checked(
-    store: &mut Store,
-    pki: &Pki,
-    msg: &Enroll,
-    nonce: &[u8; 32],
-    now: i64,
-    cert_lifetime_secs: u64,
-) -> Result<Enrolled, EnrolFailure> {
+/// The checks that need no store: the channel is one of `channels` (those this collector
+/// serves), and the proof is an Ed25519 signature by `msg.public_key` over
+/// `enroll_proof_message(nonce, token id, key)`.
+fn check_request(msg: &Enroll, nonce: &[u8; 32], channels: &[String]) -> Result<(), EnrolFailure> {
     if msg.channel.is_empty() {
         return Err(refuse(ErrorCode::BadRequest, "enroll.channel is empty"));
+    }
+    if !channels.contains(&msg.channel) {
+        // The name is the agent's: quoted (escaped) and cut short.
+        let name: String = msg.channel.chars().take(64).collect();
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "enroll.channel: channel {name:?} is not served here (channels: {})",
+                channels.join(", ")
+            ),
+        ));
     }
     let proof_message = enroll_proof_message(nonce, &msg.token_id, &msg.public_key);
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &msg.public_key)
@@ -417,25 +427,20 @@ pub fn enrol_checked(
                 ErrorCode::BadRequest,
                 "enroll.proof is not a signature by enroll.public_key over this session's nonce",
             )
-        })?;
+        })
+}
 
-    let internal = EnrolFailure::Internal;
-    let agent = pki::agent_id(&msg.public_key);
-    let tx = store.immediate().map_err(internal)?;
-    let db = |e: rusqlite::Error| {
-        EnrolFailure::Internal(CollectorError::Refused(format!("enrolment database: {e}")))
-    };
-    let stored: Option<(Vec<u8>, i64, i64, Option<i64>)> = tx
-        .query_row(
-            "SELECT secret_hash, expires, uses_left, revoked FROM tokens WHERE org = ?1 AND id = ?2",
-            params![ORG, msg.token_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()
-        .map_err(db)?;
+/// A stored token as enrolment reads it: secret hash, expiry, uses left, revocation.
+type StoredToken = (Vec<u8>, i64, i64, Option<i64>);
+
+const TOKEN_BY_ID: &str =
+    "SELECT secret_hash, expires, uses_left, revoked FROM tokens WHERE org = ?1 AND id = ?2";
+
+/// Whether `secret` redeems `stored` (the token row of the id presented, if any) at `now`.
+fn token_verdict(stored: Option<StoredToken>, secret: &[u8], now: i64) -> Result<(), EnrolFailure> {
     // An unknown id is compared against a hash no secret has, so that it takes the same path
     // and gets the same answer as a wrong secret.
-    let presented = EnrollToken::secret_hash(&msg.secret);
+    let presented = EnrollToken::secret_hash(secret);
     let no_secret = [0u8; 32];
     let expected = stored.as_ref().map_or(&no_secret[..], |s| s.0.as_slice());
     let secret_ok: bool = presented.as_slice().ct_eq(expected).into();
@@ -451,6 +456,58 @@ pub fn enrol_checked(
     if uses_left <= 0 {
         return Err(refuse(ErrorCode::TokenRefused, "token used up"));
     }
+    Ok(())
+}
+
+/// Everything [`enrol_checked`] would refuse that a read can tell: the channel, the proof, and
+/// the token (unknown, wrong secret, revoked, expired or used up, with the same answers). It
+/// reads and never writes, so it runs on a read connection beside the writer; an enrolment it
+/// lets through is checked again in the transaction that redeems the token.
+pub fn precheck(
+    store: &Store,
+    msg: &Enroll,
+    nonce: &[u8; 32],
+    now: i64,
+    channels: &[String],
+) -> Result<(), EnrolFailure> {
+    check_request(msg, nonce, channels)?;
+    let stored: Option<StoredToken> = store
+        .conn()
+        .query_row(TOKEN_BY_ID, params![ORG, msg.token_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(|e| EnrolFailure::Internal(store.err()(e)))?;
+    token_verdict(stored, &msg.secret, now)
+}
+
+/// Handles one `Enroll` message: checks the channel (one of `channels`) and the proof (see
+/// [`precheck`]), redeems the token, records the agent (id derived from the key, machine hash,
+/// channel, time), issues its client certificate, and returns the `Enrolled` reply. Nothing is
+/// stored unless everything succeeds.
+pub fn enrol_checked(
+    store: &mut Store,
+    pki: &Pki,
+    msg: &Enroll,
+    nonce: &[u8; 32],
+    now: i64,
+    cert_lifetime_secs: u64,
+    channels: &[String],
+) -> Result<Enrolled, EnrolFailure> {
+    check_request(msg, nonce, channels)?;
+    let internal = EnrolFailure::Internal;
+    let agent = pki::agent_id(&msg.public_key);
+    let tx = store.immediate().map_err(internal)?;
+    let db = |e: rusqlite::Error| {
+        EnrolFailure::Internal(CollectorError::Refused(format!("enrolment database: {e}")))
+    };
+    let stored: Option<StoredToken> = tx
+        .query_row(TOKEN_BY_ID, params![ORG, msg.token_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(db)?;
+    token_verdict(stored, &msg.secret, now)?;
     let enrolled_as: Option<String> = tx
         .query_row(
             "SELECT id FROM agents WHERE public_key = ?1",
@@ -515,6 +572,60 @@ pub fn enrol_checked(
     })
 }
 
+/// Issues a new client certificate for `agent`'s key `public_key`, valid from `now` for
+/// `cert_lifetime_secs`, and records its expiry, in one immediate transaction that first checks
+/// the agent is enrolled with that key and not revoked (a revocation committed a moment before
+/// is seen, whatever the channel's last poll said).
+pub fn renew(
+    store: &mut Store,
+    pki: &Pki,
+    agent: &str,
+    public_key: &[u8; 32],
+    now: i64,
+    cert_lifetime_secs: u64,
+) -> Result<Renewed, EnrolFailure> {
+    let db = |e: rusqlite::Error| {
+        EnrolFailure::Internal(CollectorError::Refused(format!("renewal database: {e}")))
+    };
+    let tx = store.immediate().map_err(EnrolFailure::Internal)?;
+    let row: Option<(Vec<u8>, Option<i64>)> = tx
+        .query_row(
+            "SELECT public_key, revoked FROM agents WHERE org = ?1 AND id = ?2",
+            params![ORG, agent],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((key, revoked)) = row else {
+        return Err(refuse(
+            ErrorCode::Unauthenticated,
+            format!("no enrolled agent {agent}"),
+        ));
+    };
+    if revoked.is_some() {
+        return Err(refuse(ErrorCode::Revoked, format!("agent {agent} was revoked")));
+    }
+    if key.as_slice() != public_key.as_slice() {
+        return Err(refuse(
+            ErrorCode::Unauthenticated,
+            format!("agent {agent} is not enrolled with the key this certificate certifies"),
+        ));
+    }
+    let (certificate, not_after) = pki
+        .issue_client(agent, public_key, now, cert_lifetime_secs)
+        .map_err(EnrolFailure::Internal)?;
+    tx.execute(
+        "UPDATE agents SET cert_not_after = ?3 WHERE org = ?1 AND id = ?2",
+        params![ORG, agent, not_after],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(Renewed {
+        certificate,
+        not_after,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,8 +673,14 @@ mod tests {
                 nonce,
                 now,
                 WEEK,
+                &channels(),
             )
         }
+    }
+
+    /// The channels `init` configures.
+    fn channels() -> Vec<String> {
+        vec!["default".to_owned()]
     }
 
     fn agent_key() -> Ed25519KeyPair {
@@ -600,7 +717,7 @@ mod tests {
         let key = agent_key();
         let nonce = [1; 32];
         let msg = enroll_msg(&token, &key, &nonce);
-        let got = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW + 10, WEEK).unwrap();
+        let got = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW + 10, WEEK, &channels()).unwrap();
         assert_eq!(got.agent, pki::agent_id(&msg.public_key));
         assert_eq!(got.ca, f.pki.server_ca_der());
         assert_eq!(got.not_after, NOW + 10 + WEEK as i64);
@@ -704,17 +821,142 @@ mod tests {
         // A proof made for another session's nonce does not verify.
         let other = agent_key();
         let stale = enroll_msg(&token, &other, &[4; 32]);
-        let r = enrol(&mut f.store, &f.pki, &stale, &nonce, NOW, WEEK);
+        let r = enrol(&mut f.store, &f.pki, &stale, &nonce, NOW, WEEK, &channels());
         let (code, message) = refusal(r);
         assert_eq!(code, ErrorCode::BadRequest);
         assert!(message.contains("enroll.proof"), "{message}");
         // A key substituted after signing does not verify either.
         let mut swapped = enroll_msg(&token, &other, &nonce);
         swapped.public_key = enroll_msg(&token, &agent_key(), &nonce).public_key;
-        assert!(enrol(&mut f.store, &f.pki, &swapped, &nonce, NOW, WEEK).is_err());
+        assert!(enrol(&mut f.store, &f.pki, &swapped, &nonce, NOW, WEEK, &channels()).is_err());
         let t = f.store.token(&token.id).unwrap().unwrap();
         assert_eq!((t.uses_left, t.used), (2, 1));
         assert_eq!(f.store.agents().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_enrolment_for_a_channel_not_served_here_is_refused_and_spends_nothing() {
+        let mut f = fixture();
+        let token = f.store.create_token(f.pki.ca_pin(), 1, NOW, NOW + 3600).unwrap();
+        let key = agent_key();
+        let nonce = [7; 32];
+        let mut msg = enroll_msg(&token, &key, &nonce);
+        msg.channel = "secret-ops\u{1b}[2J".into();
+        let r = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW, WEEK, &channels());
+        let (code, message) = refusal(r);
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert_eq!(
+            message,
+            "enroll.channel: channel \"secret-ops\\u{1b}[2J\" is not served here (channels: default)"
+        );
+        // The same refusal without the store, and nothing spent.
+        let pre = precheck(&f.store, &msg, &nonce, NOW, &channels()).unwrap_err();
+        assert_eq!(pre.to_wire().message, message);
+        assert_eq!(f.store.token(&token.id).unwrap().unwrap().uses_left, 1);
+        assert!(f.store.agents().unwrap().is_empty());
+        // A collector serving several channels lists them all.
+        let served = vec!["default".to_owned(), "servers".to_owned()];
+        msg.channel = "desktops".into();
+        let e = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW, WEEK, &served).unwrap_err();
+        assert!(e.message.ends_with("(channels: default, servers)"), "{e}");
+        msg.channel = "servers".into();
+        let got = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW, WEEK, &served).unwrap();
+        assert_eq!(f.store.agent(&got.agent).unwrap().unwrap().channel, "servers");
+    }
+
+    #[test]
+    fn the_read_only_precheck_refuses_as_enrolment_would_and_writes_nothing() {
+        let mut f = fixture();
+        let pin = f.pki.ca_pin();
+        let key = agent_key();
+        let nonce = [8; 32];
+        let good = f.store.create_token(pin, 1, NOW, NOW + 3600).unwrap();
+        let expired = f.store.create_token(pin, 1, NOW - 100, NOW - 1).unwrap();
+        let mut wrong = good.clone();
+        wrong.secret[5] ^= 4;
+        let unknown = new_token(pin).unwrap();
+        let mut bad_proof = enroll_msg(&good, &key, &nonce);
+        bad_proof.proof[0] ^= 1;
+        let cases: Vec<(Enroll, ErrorCode, &str)> = vec![
+            (
+                enroll_msg(&wrong, &key, &nonce),
+                ErrorCode::TokenRefused,
+                TOKEN_NOT_VALID,
+            ),
+            (
+                enroll_msg(&unknown, &key, &nonce),
+                ErrorCode::TokenRefused,
+                TOKEN_NOT_VALID,
+            ),
+            (
+                enroll_msg(&expired, &key, &nonce),
+                ErrorCode::TokenRefused,
+                "token expired",
+            ),
+            (
+                bad_proof,
+                ErrorCode::BadRequest,
+                "enroll.proof is not a signature",
+            ),
+        ];
+        for (msg, code, words) in cases {
+            let pre = precheck(&f.store, &msg, &nonce, NOW, &channels())
+                .unwrap_err()
+                .to_wire();
+            let full = enrol(&mut f.store, &f.pki, &msg, &nonce, NOW, WEEK, &channels()).unwrap_err();
+            assert_eq!(pre, full, "the precheck says what enrolment says");
+            assert_eq!(pre.code, code);
+            assert!(pre.message.starts_with(words), "{pre}");
+        }
+        // A plausible request passes, and only enrolment spends the token.
+        let msg = enroll_msg(&good, &key, &nonce);
+        precheck(&f.store, &msg, &nonce, NOW, &channels()).unwrap();
+        assert_eq!(f.store.token(&good.id).unwrap().unwrap().uses_left, 1);
+        f.enrol(&good, &key, &nonce, NOW).unwrap();
+        // Used up: the precheck now says so too.
+        let other = agent_key();
+        let e = precheck(
+            &f.store,
+            &enroll_msg(&good, &other, &nonce),
+            &nonce,
+            NOW,
+            &channels(),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_wire().message, "token used up");
+    }
+
+    #[test]
+    fn renewal_checks_the_key_and_revocation_in_its_transaction() {
+        let mut f = fixture();
+        let token = f.store.create_token(f.pki.ca_pin(), 2, NOW, NOW + 3600).unwrap();
+        let key = agent_key();
+        let public: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+        let got = f.enrol(&token, &key, &[9; 32], NOW).unwrap();
+        let renewed = renew(&mut f.store, &f.pki, &got.agent, &public, NOW + 100, WEEK).unwrap();
+        assert_eq!(renewed.not_after, NOW + 100 + WEEK as i64);
+        assert_eq!(pki::ed25519_key(&renewed.certificate), Some(public));
+        assert_eq!(
+            f.store.agent(&got.agent).unwrap().unwrap().cert_not_after,
+            renewed.not_after
+        );
+        // Another key under this agent's id.
+        let stranger: [u8; 32] = agent_key().public_key().as_ref().try_into().unwrap();
+        let e = renew(&mut f.store, &f.pki, &got.agent, &stranger, NOW + 200, WEEK).unwrap_err();
+        assert_eq!(e.to_wire().code, ErrorCode::Unauthenticated);
+        // Revoked a moment ago (no poll has seen it yet): no certificate.
+        f.store.revoke_agent(&got.agent, NOW + 300).unwrap();
+        let e = renew(&mut f.store, &f.pki, &got.agent, &public, NOW + 301, WEEK).unwrap_err();
+        let w = e.to_wire();
+        assert_eq!(w.code, ErrorCode::Revoked);
+        assert!(w.message.contains(&got.agent), "{w}");
+        assert_eq!(
+            f.store.agent(&got.agent).unwrap().unwrap().cert_not_after,
+            renewed.not_after,
+            "nothing recorded"
+        );
+        let e = renew(&mut f.store, &f.pki, "ag-0000000000000000", &public, NOW, WEEK).unwrap_err();
+        assert_eq!(e.to_wire().code, ErrorCode::Unauthenticated);
     }
 
     #[test]

@@ -1304,10 +1304,12 @@ fn agents_command(cmd: AgentsCommand) -> Result<()> {
                     continue;
                 }
                 let when = |t: Option<i64>| t.map_or("never".to_owned(), rfc3339);
+                // The channel, the heartbeat and what the heartbeat says are the agent's words:
+                // no control character of theirs reaches the terminal.
                 let mut line = format!(
                     "{} channel {}: enrolled {}, last seen {}, certificate until {}",
-                    a.id,
-                    a.channel,
+                    printable(&a.id),
+                    printable(&a.channel),
                     rfc3339(a.enrolled),
                     when(a.last_seen),
                     rfc3339(a.cert_not_after)
@@ -1315,11 +1317,11 @@ fn agents_command(cmd: AgentsCommand) -> Result<()> {
                 match a.last_heartbeat() {
                     Some(Ok(h)) => line.push_str(&format!(
                         ", agent {}, set version {}, spool depth {}",
-                        h.agent_version,
+                        printable(&h.agent_version),
                         h.set_version.map_or("none".to_owned(), |v| v.to_string()),
                         h.spool_depth
                     )),
-                    Some(Err(e)) => line.push_str(&format!(", {e}")),
+                    Some(Err(e)) => line.push_str(&format!(", {}", printable(&e))),
                     None => line.push_str(", no heartbeat yet"),
                 }
                 if let Some(t) = a.clone_seen {
@@ -1612,7 +1614,7 @@ fn sightings(data: &Path, json: bool) -> Result<()> {
                 rfc3339(s.first_seen),
                 rfc3339(s.last_seen),
                 printable(&s.what.join(",")),
-                s.observed.join(",")
+                printable(&s.observed.join(","))
             );
         }
     }
@@ -1639,8 +1641,8 @@ fn alarms(data: &Path, json: bool, all: bool) -> Result<()> {
             println!(
                 "{} {} agent={} {} ({state})",
                 rfc3339(a.raised),
-                a.kind,
-                a.agent,
+                printable(&a.kind),
+                printable(&a.agent),
                 printable(&a.detail)
             );
         }
@@ -1648,7 +1650,9 @@ fn alarms(data: &Path, json: bool, all: bool) -> Result<()> {
     Ok(())
 }
 
-/// `text` with control characters replaced, for a terminal.
+/// `text` with control characters replaced, for a terminal: every string an agent chose (or
+/// that a stored row holds) goes through it in human-readable output; `--json` output needs
+/// nothing, as serde escapes control characters.
 fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '?' } else { c })

@@ -8,10 +8,18 @@
 //! location); the agent sends cumulative counts, so the stored count is the largest seen and a
 //! resent sighting never inflates it.
 //!
+//! A batch is the agent's word, so it is checked before anything of it is stored
+//! ([`BatchOutcome::Refused`], which the channel answers `BadRequest` naming the field): it
+//! holds at least one sighting, every indicator id is one this collector has stored, and the
+//! agent keeps under its cap of sightings ([`Intake::max_sightings_per_agent`]; passing it also
+//! raises a `sightings-cap` alarm). What cannot be checked is bounded instead: times are clamped
+//! into [enrolment − 1 day, now + 5 min] and counts to [`MAX_COUNT`], so one agent cannot push
+//! another's aggregates or the fleet's first and last seen to absurd values.
+//!
 //! Invariants: the agent a batch is stored under is always the caller's (the authenticated
 //! session's), never a value from the message; a batch is acknowledged only after the
 //! transaction holding it committed, so an acknowledged sighting survives a crash and a
-//! replayed one changes no count.
+//! replayed one changes no count; a batch is stored whole or not at all.
 //!
 //! The functions on a bare [`Connection`] let the channel's writer group many sessions'
 //! batches into one transaction; the [`Store`] methods each run one transaction of their own.
@@ -27,7 +35,7 @@ use crate::store::{Store, ORG};
 use crate::CollectorError;
 
 /// What became of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
     /// Stored now: acknowledge it.
     Stored,
@@ -35,6 +43,34 @@ pub enum BatchOutcome {
     Duplicate,
     /// Another batch is stored under this number: answer `Conflict`.
     Conflict,
+    /// Not stored, and never will be as it is: the reason names the field (answer
+    /// `BadRequest`).
+    Refused(String),
+}
+
+/// The largest count stored for one sighting: far above what a real agent counts (one per
+/// scan or poll that found it), far below where sums over a fleet could overflow.
+pub const MAX_COUNT: u64 = 1_000_000_000;
+/// How long before its enrolment an agent may say it first saw something (it may have scanned
+/// from a set imported offline before it enrolled).
+pub const BEFORE_ENROLMENT: i64 = 86_400;
+/// How far ahead of the collector's clock a sighting's times may be (the agent's clock may run
+/// a little fast).
+pub const AHEAD_OF_NOW: i64 = 300;
+
+/// The limits a batch is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intake {
+    /// The most sightings kept for one agent.
+    pub max_sightings_per_agent: u64,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake {
+            max_sightings_per_agent: 100_000,
+        }
+    }
 }
 
 /// An alarm raised or cleared by a write, to be printed once the transaction committed.
@@ -144,14 +180,34 @@ fn to_i64(v: u64, what: &str) -> rusqlite::Result<i64> {
         .map_err(|_| rusqlite::Error::ToSqlConversionFailure(format!("{what} {v} is beyond 2^63 - 1").into()))
 }
 
+/// A value from the agent for a message back to it: quoted, and cut short when long.
+fn quoted(v: &str) -> String {
+    const SHOWN: usize = 80;
+    match v.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}...", &v[..cut]),
+        None => format!("{v:?}"),
+    }
+}
+
+/// `t` clamped into `[lo, hi]`.
+fn clamp_time(t: i64, lo: i64, hi: i64) -> i64 {
+    t.max(lo).min(hi)
+}
+
 /// Stores `batch` from `agent` (see the module documentation), within the caller's
-/// transaction. Returns the outcome and the alarms it raised or cleared.
+/// transaction. Returns the outcome and the alarms it raised or cleared. A refused batch
+/// stores nothing but the alarm it may raise.
 pub(crate) fn record_batch(
     conn: &Connection,
     agent: &str,
     batch: &Batch,
     now: i64,
+    intake: &Intake,
 ) -> rusqlite::Result<(BatchOutcome, Vec<AlarmEvent>)> {
+    if batch.items.is_empty() {
+        let why = "report.items is empty: a batch carries at least one sighting".to_owned();
+        return Ok((BatchOutcome::Refused(why), Vec::new()));
+    }
     let digest = batch_digest(&batch.items);
     // Epochs are random u64s, stored as their bit pattern; sequence numbers count up from 1.
     let epoch = batch.epoch as i64;
@@ -171,6 +227,65 @@ pub(crate) fn record_batch(
         };
         return Ok((outcome, Vec::new()));
     }
+    let enrolled: Option<i64> = conn
+        .query_row(
+            "SELECT enrolled FROM agents WHERE org = ?1 AND id = ?2",
+            params![ORG, agent],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(enrolled) = enrolled else {
+        let why = format!("no enrolled agent {agent}");
+        return Ok((BatchOutcome::Refused(why), Vec::new()));
+    };
+    // Every indicator must be one this collector has (looked up by primary key), and the new
+    // sightings are counted against the agent's cap.
+    let mut new_rows: HashSet<(&str, &str, &str)> = HashSet::new();
+    {
+        let mut known = conn.prepare_cached("SELECT 1 FROM indicators WHERE org = ?1 AND id = ?2")?;
+        let mut held = conn.prepare_cached(
+            "SELECT 1 FROM sightings WHERE agent = ?1 AND indicator = ?2 AND observed = ?3 AND location = ?4",
+        )?;
+        for (i, s) in batch.items.iter().enumerate() {
+            if !known.exists(params![ORG, s.indicator])? {
+                let why = format!(
+                    "report.items[{i}].indicator {} is not an indicator this collector has",
+                    quoted(&s.indicator)
+                );
+                return Ok((BatchOutcome::Refused(why), Vec::new()));
+            }
+            let location = s.location.as_deref().unwrap_or("");
+            let key = (s.indicator.as_str(), s.observed.name(), location);
+            if !new_rows.contains(&key) && !held.exists(params![agent, key.0, key.1, key.2])? {
+                new_rows.insert(key);
+            }
+        }
+    }
+    if !new_rows.is_empty() {
+        let rows: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sightings WHERE agent = ?1",
+            params![agent],
+            |r| r.get(0),
+        )?;
+        let rows = rows.max(0) as u64;
+        let cap = intake.max_sightings_per_agent;
+        if rows.saturating_add(new_rows.len() as u64) > cap {
+            let detail = format!(
+                "holds {rows} sightings, and the cap is {cap} (channel.max_sightings_per_agent): batches adding new ones are refused, existing ones keep updating"
+            );
+            let events = raise(conn, agent, AlarmKind::SightingsCap, &detail, now)?;
+            let why = format!(
+                "agent {agent} holds {rows} sightings and this batch adds {} new ones: over the collector's cap of {cap} per agent",
+                new_rows.len()
+            );
+            return Ok((BatchOutcome::Refused(why), events.into_iter().collect()));
+        }
+    }
+    // What cannot be checked is bounded.
+    let (lo, hi) = (
+        enrolled.saturating_sub(BEFORE_ENROLMENT),
+        now.saturating_add(AHEAD_OF_NOW),
+    );
     let last: Option<i64> = conn.query_row(
         "SELECT MAX(seq) FROM report_batches WHERE agent = ?1 AND epoch = ?2",
         params![agent, epoch],
@@ -194,6 +309,8 @@ pub(crate) fn record_batch(
              received = excluded.received",
     )?;
     for s in &batch.items {
+        let first = clamp_time(s.first_seen, lo, hi);
+        let last = clamp_time(s.last_seen, lo, hi);
         upsert.execute(params![
             ORG,
             agent,
@@ -201,9 +318,9 @@ pub(crate) fn record_batch(
             s.what,
             s.observed.name(),
             s.location.as_deref().unwrap_or(""),
-            s.first_seen,
-            s.last_seen,
-            s.count.min(i64::MAX as u64) as i64,
+            first.min(last),
+            first.max(last),
+            s.count.min(MAX_COUNT) as i64,
             s.set_version.min(i64::MAX as u64) as i64,
             now,
         ])?;
@@ -489,8 +606,9 @@ impl Store {
         agent: &str,
         batch: &Batch,
         now: i64,
+        intake: &Intake,
     ) -> Result<(BatchOutcome, Vec<AlarmEvent>), CollectorError> {
-        self.write(|c| record_batch(c, agent, batch, now))
+        self.write(|c| record_batch(c, agent, batch, now, intake))
     }
 
     /// Stores a heartbeat from `agent`.
@@ -629,6 +747,28 @@ mod tests {
         (dir, s)
     }
 
+    /// A store where agents `ag-1` and `ag-2` enrolled at time 0 and indicators `ind-a`,
+    /// `ind-b` and `i` are stored: what a batch may name.
+    fn reporting() -> (tempfile::TempDir, Store) {
+        let (d, s) = store();
+        enrol(&s, "ag-1", 0);
+        enrol(&s, "ag-2", 0);
+        for id in ["ind-a", "ind-b", "i"] {
+            indicator(&s, id);
+        }
+        (d, s)
+    }
+
+    fn indicator(s: &Store, id: &str) {
+        s.conn()
+            .execute(
+                "INSERT INTO indicators (org, id, kind, value, body, tlp, source, first_seen, last_seen)
+                 VALUES (?1, ?2, 1, ?2, x'', 1, 'test', 0, 0)",
+                params![ORG, id],
+            )
+            .unwrap();
+    }
+
     fn enrol(s: &Store, id: &str, enrolled: i64) {
         s.conn()
             .execute(
@@ -680,14 +820,14 @@ mod tests {
 
     #[test]
     fn a_replayed_batch_counts_nothing_and_a_different_one_under_its_number_conflicts() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = reporting();
         let b1 = batch(9, 1, vec![sighting("ind-a", Some("/tmp/x"), 100, 200, 3)]);
         assert_eq!(
-            s.record_batch("ag-1", &b1, 1_000).unwrap().0,
+            s.record_batch("ag-1", &b1, 1_000, &Intake::default()).unwrap().0,
             BatchOutcome::Stored
         );
         assert_eq!(
-            s.record_batch("ag-1", &b1, 1_001).unwrap().0,
+            s.record_batch("ag-1", &b1, 1_001, &Intake::default()).unwrap().0,
             BatchOutcome::Duplicate
         );
         let before = s.sightings().unwrap();
@@ -697,7 +837,9 @@ mod tests {
         // Another batch under the same number: the agent's spool was restored.
         let other = batch(9, 1, vec![sighting("ind-b", None, 100, 200, 1)]);
         assert_eq!(
-            s.record_batch("ag-1", &other, 1_002).unwrap().0,
+            s.record_batch("ag-1", &other, 1_002, &Intake::default())
+                .unwrap()
+                .0,
             BatchOutcome::Conflict
         );
         assert_eq!(
@@ -707,7 +849,9 @@ mod tests {
         );
         // The same number from another agent is that agent's own batch.
         assert_eq!(
-            s.record_batch("ag-2", &other, 1_003).unwrap().0,
+            s.record_batch("ag-2", &other, 1_003, &Intake::default())
+                .unwrap()
+                .0,
             BatchOutcome::Stored
         );
         let all = s.sightings().unwrap();
@@ -720,25 +864,28 @@ mod tests {
 
     #[test]
     fn cumulative_counts_keep_the_largest_and_widen_the_window() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = reporting();
         s.record_batch(
             "ag-1",
             &batch(1, 1, vec![sighting("i", Some("/a"), 100, 200, 5)]),
-            1,
+            1_000,
+            &Intake::default(),
         )
         .unwrap();
         // A later batch repeats the sighting with the agent's running totals.
         s.record_batch(
             "ag-1",
             &batch(1, 2, vec![sighting("i", Some("/a"), 90, 300, 7)]),
-            2,
+            1_001,
+            &Intake::default(),
         )
         .unwrap();
         // An older count arriving late does not lower it.
         s.record_batch(
             "ag-1",
             &batch(1, 3, vec![sighting("i", Some("/a"), 150, 250, 6)]),
-            3,
+            1_002,
+            &Intake::default(),
         )
         .unwrap();
         // Another place is another sighting; no location is its own key too.
@@ -752,7 +899,8 @@ mod tests {
                     sighting("i", None, 500, 500, 2),
                 ],
             ),
-            4,
+            1_003,
+            &Intake::default(),
         )
         .unwrap();
         let all = s.sightings().unwrap();
@@ -771,10 +919,14 @@ mod tests {
 
     #[test]
     fn a_skipped_sequence_number_raises_a_gap_that_clears_when_filled() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = reporting();
         let b = |seq| batch(5, seq, vec![sighting("i", None, 1, 1, seq)]);
-        assert!(s.record_batch("ag-1", &b(1), 10).unwrap().1.is_empty());
-        let (_, events) = s.record_batch("ag-1", &b(4), 11).unwrap();
+        assert!(s
+            .record_batch("ag-1", &b(1), 10, &Intake::default())
+            .unwrap()
+            .1
+            .is_empty());
+        let (_, events) = s.record_batch("ag-1", &b(4), 11, &Intake::default()).unwrap();
         assert_eq!(events.len(), 1);
         assert!(events[0].raised);
         assert_eq!(events[0].kind, AlarmKind::SequenceGap);
@@ -787,17 +939,27 @@ mod tests {
             .line()
             .starts_with("picket-collector: alarm sequence-gap agent=ag-1 "));
         // Still a gap after one of the two arrives.
-        assert!(s.record_batch("ag-1", &b(2), 12).unwrap().1.is_empty());
+        assert!(s
+            .record_batch("ag-1", &b(2), 12, &Intake::default())
+            .unwrap()
+            .1
+            .is_empty());
         assert_eq!(open_kinds(&s, "ag-1"), vec!["sequence-gap"]);
         // Filled.
-        let (_, events) = s.record_batch("ag-1", &b(3), 13).unwrap();
+        let (_, events) = s.record_batch("ag-1", &b(3), 13, &Intake::default()).unwrap();
         assert_eq!(events.len(), 1);
         assert!(!events[0].raised);
         assert!(open_kinds(&s, "ag-1").is_empty());
         // A gap, then the agent starts a new spool: the old gap is history.
-        s.record_batch("ag-1", &b(9), 14).unwrap();
+        s.record_batch("ag-1", &b(9), 14, &Intake::default()).unwrap();
         assert_eq!(open_kinds(&s, "ag-1"), vec!["sequence-gap"]);
-        s.record_batch("ag-1", &batch(6, 1, vec![]), 15).unwrap();
+        s.record_batch(
+            "ag-1",
+            &batch(6, 1, vec![sighting("i", None, 1, 1, 1)]),
+            15,
+            &Intake::default(),
+        )
+        .unwrap();
         assert!(open_kinds(&s, "ag-1").is_empty());
         let all = s.alarms(true).unwrap();
         assert_eq!(all.len(), 2);
@@ -806,11 +968,196 @@ mod tests {
 
     #[test]
     fn a_sequence_number_beyond_i64_is_refused_whole() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = reporting();
         let b = batch(1, u64::MAX, vec![sighting("i", None, 1, 1, 1)]);
-        let err = s.record_batch("ag-1", &b, 1).unwrap_err().to_string();
+        let err = s
+            .record_batch("ag-1", &b, 1, &Intake::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sequence number"), "{err}");
         assert!(s.sightings().unwrap().is_empty());
+    }
+
+    fn refused(outcome: BatchOutcome) -> String {
+        match outcome {
+            BatchOutcome::Refused(why) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn batch_rows(s: &Store) -> i64 {
+        s.conn()
+            .query_row("SELECT COUNT(*) FROM report_batches", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_naming_an_indicator_the_collector_lacks_is_refused_whole() {
+        let (_d, mut s) = reporting();
+        let poisoned = batch(
+            3,
+            1,
+            vec![
+                sighting("ind-a", Some("/a"), 100, 200, 1),
+                sighting("made-up\u{1b}[31m", Some("/b"), 100, 200, 1),
+            ],
+        );
+        let (outcome, events) = s
+            .record_batch("ag-1", &poisoned, 1_000, &Intake::default())
+            .unwrap();
+        let why = refused(outcome);
+        assert!(
+            why.starts_with("report.items[1].indicator \"made-up\\u{1b}[31m\""),
+            "names the field, escaped: {why}"
+        );
+        assert!(events.is_empty());
+        // Nothing of it was stored, not even its number: the agent's next batch under that
+        // number is a batch like any other, not a conflict.
+        assert!(s.sightings().unwrap().is_empty());
+        assert_eq!(batch_rows(&s), 0);
+        let honest = batch(3, 1, vec![sighting("ind-a", Some("/a"), 100, 200, 1)]);
+        let (outcome, _) = s
+            .record_batch("ag-1", &honest, 1_001, &Intake::default())
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Stored);
+        // An agent that is not enrolled stores nothing either.
+        let (outcome, _) = s
+            .record_batch("ag-gone", &honest, 1_002, &Intake::default())
+            .unwrap();
+        assert_eq!(refused(outcome), "no enrolled agent ag-gone");
+    }
+
+    #[test]
+    fn an_empty_batch_is_refused() {
+        let (_d, mut s) = reporting();
+        let (outcome, _) = s
+            .record_batch("ag-1", &batch(1, 1, vec![]), 10, &Intake::default())
+            .unwrap();
+        assert_eq!(
+            refused(outcome),
+            "report.items is empty: a batch carries at least one sighting"
+        );
+        assert_eq!(batch_rows(&s), 0);
+    }
+
+    #[test]
+    fn times_are_clamped_to_the_agents_life_and_counts_to_a_billion() {
+        let (_d, mut s) = store();
+        let enrolled = 1_700_000_000;
+        let now = enrolled + 3_600;
+        enrol(&s, "ag-1", enrolled);
+        enrol(&s, "ag-2", enrolled);
+        indicator(&s, "i");
+        // Seen since the epoch, until the end of time, more often than anything ever is.
+        let wild = sighting("i", Some("/a"), 0, i64::MAX, u64::MAX);
+        // Seen before it was first seen, and a day before enrolment (kept: an agent may have
+        // scanned from an offline set before it enrolled).
+        let reversed = sighting("i", Some("/b"), now + 999_999, enrolled - 86_400, 5);
+        let (outcome, _) = s
+            .record_batch(
+                "ag-1",
+                &batch(1, 1, vec![wild, reversed]),
+                now,
+                &Intake::default(),
+            )
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Stored);
+        let rows = s.sightings().unwrap();
+        let a = rows.iter().find(|r| r.location.as_deref() == Some("/a")).unwrap();
+        assert_eq!(
+            (a.first_seen, a.last_seen, a.count),
+            (enrolled - BEFORE_ENROLMENT, now + AHEAD_OF_NOW, MAX_COUNT)
+        );
+        let b = rows.iter().find(|r| r.location.as_deref() == Some("/b")).unwrap();
+        assert_eq!(
+            (b.first_seen, b.last_seen),
+            (enrolled - 86_400, now + AHEAD_OF_NOW)
+        );
+        // Another agent's ordinary sighting keeps the aggregate sane.
+        let (outcome, _) = s
+            .record_batch(
+                "ag-2",
+                &batch(1, 1, vec![sighting("i", None, now - 60, now, 2)]),
+                now,
+                &Intake::default(),
+            )
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::Stored);
+        let agg = &s.sightings_by_indicator().unwrap()[0];
+        assert_eq!(agg.count, MAX_COUNT + 5 + 2);
+        assert_eq!(agg.last_seen, now + AHEAD_OF_NOW);
+    }
+
+    #[test]
+    fn past_its_cap_an_agent_adds_no_sighting_but_keeps_updating_its_own() {
+        let (_d, mut s) = reporting();
+        let cap = Intake {
+            max_sightings_per_agent: 2,
+        };
+        // Two places: the cap. The same place twice in one batch is one sighting.
+        let first = batch(
+            1,
+            1,
+            vec![
+                sighting("i", Some("/a"), 100, 100, 1),
+                sighting("i", Some("/b"), 100, 100, 1),
+                sighting("i", Some("/b"), 100, 110, 2),
+            ],
+        );
+        assert_eq!(
+            s.record_batch("ag-1", &first, 1_000, &cap).unwrap().0,
+            BatchOutcome::Stored
+        );
+        // A third place: refused whole, and the operator hears of it.
+        let more = batch(
+            1,
+            2,
+            vec![
+                sighting("i", Some("/a"), 100, 200, 5),
+                sighting("i", Some("/c"), 100, 200, 1),
+            ],
+        );
+        let (outcome, events) = s.record_batch("ag-1", &more, 1_001, &cap).unwrap();
+        let why = refused(outcome);
+        assert!(
+            why.contains("holds 2 sightings") && why.contains("adds 1 new") && why.contains("cap of 2"),
+            "{why}"
+        );
+        assert_eq!(events.len(), 1);
+        assert!(events[0].raised && events[0].kind == AlarmKind::SightingsCap);
+        assert!(
+            events[0]
+                .line()
+                .starts_with("picket-collector: alarm sightings-cap agent=ag-1 holds 2 sightings"),
+            "{}",
+            events[0].line()
+        );
+        assert_eq!(open_kinds(&s, "ag-1"), vec!["sightings-cap"]);
+        let counts = |s: &Store| -> Vec<u64> { s.sightings().unwrap().iter().map(|r| r.count).collect() };
+        assert_eq!(counts(&s), vec![1, 2], "nothing of the refused batch was stored");
+        // Its known sightings still update.
+        let update = batch(1, 3, vec![sighting("i", Some("/a"), 100, 300, 9)]);
+        assert_eq!(
+            s.record_batch("ag-1", &update, 1_002, &cap).unwrap().0,
+            BatchOutcome::Stored
+        );
+        assert_eq!(counts(&s), vec![9, 2]);
+        // Another agent has a cap of its own.
+        let other = batch(1, 1, vec![sighting("i", Some("/c"), 100, 100, 1)]);
+        assert_eq!(
+            s.record_batch("ag-2", &other, 1_003, &cap).unwrap().0,
+            BatchOutcome::Stored
+        );
+        // Refused again: the alarm stays one alarm.
+        let (outcome, events) = s.record_batch("ag-1", &more, 1_004, &cap).unwrap();
+        refused(outcome);
+        assert!(events.is_empty());
+        let caps = s
+            .alarms(true)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == "sightings-cap");
+        assert_eq!(caps.count(), 1);
     }
 
     fn heartbeat(set_version: Option<u64>, epoch: u64, dropped: u64) -> Heartbeat {

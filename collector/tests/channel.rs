@@ -95,6 +95,22 @@ impl Fixture {
         self.data.join("tls/ca.pem")
     }
 
+    /// The id of the stored indicator whose value holds `hash`.
+    fn indicator(&self, hash: &str) -> String {
+        let store = DataDir::open(&self.data).unwrap().store().unwrap();
+        let all = store.candidates().unwrap();
+        all.into_iter()
+            .find(|c| c.value.contains(hash))
+            .unwrap_or_else(|| panic!("no indicator for {hash}"))
+            .record
+            .id
+    }
+
+    /// The id of the EICAR indicator.
+    fn eicar(&self) -> String {
+        self.indicator(EICAR_SHA256)
+    }
+
     /// Publishes a new version holding one more indicator.
     fn publish_more(&self, value: &str) {
         let list = self.tmp.path().join(format!("more-{value}.txt"));
@@ -267,14 +283,27 @@ fn heartbeat(set_version: Option<u64>) -> Heartbeat {
     }
 }
 
+/// When the test's sightings were first seen: an hour before the test started, on a minute
+/// (agents round down to the minute), so that it is after the agents enrolled, less a day.
+fn seen() -> i64 {
+    static SEEN: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SEEN.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        now / 60 * 60 - 3_600
+    })
+}
+
 fn sighting(indicator: &str, count: u64) -> SightingReport {
     SightingReport {
         indicator: indicator.into(),
         what: "sha256".into(),
         observed: ObservedKind::File,
         location: Some("/home/*/eicar.com".into()),
-        first_seen: 1_700_000_000,
-        last_seen: 1_700_000_100,
+        first_seen: seen(),
+        last_seen: seen() + 100,
         count,
         set_version: 1,
     }
@@ -499,6 +528,7 @@ async fn an_agent_that_waits_as_told_is_never_cut_off() {
         s.flood_strikes = 3;
     });
     let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    let eicar = fx.eicar();
     let mut conn = session(&fx, &agent).await;
     // 60 reports, one at a time, each sent again after the wait when refused.
     let mut refused = 0;
@@ -506,7 +536,7 @@ async fn an_agent_that_waits_as_told_is_never_cut_off() {
         let msg = ClientMsg::Report(Batch {
             epoch: 7,
             seq,
-            items: vec![sighting("ind", seq)],
+            items: vec![sighting(&eicar, seq)],
         });
         loop {
             conn.send(&msg).await;
@@ -633,6 +663,8 @@ async fn sightings_are_counted_once_and_always_under_the_sender() {
     let token = fx.token();
     let a = enrol(&fx, &token, [1; 32]).await;
     let b = enrol(&fx, &token, [2; 32]).await;
+    let eicar = fx.eicar();
+    let other = fx.indicator(&hex::encode(picket_proto::sha256(b"picket-test-7")));
     let mut conn = session(&fx, &a).await;
     let batch = |seq, items| {
         ClientMsg::Report(Batch {
@@ -648,22 +680,22 @@ async fn sightings_are_counted_once_and_always_under_the_sender() {
             duplicate,
         })
     };
-    conn.send(&batch(1, vec![sighting("eicar", 3)])).await;
+    conn.send(&batch(1, vec![sighting(&eicar, 3)])).await;
     assert_eq!(conn.recv().await, ack(1, false));
     // The same batch again (the ack was lost): acknowledged, counted once.
-    conn.send(&batch(1, vec![sighting("eicar", 3)])).await;
+    conn.send(&batch(1, vec![sighting(&eicar, 3)])).await;
     assert_eq!(conn.recv().await, ack(1, true));
     // Another batch under that number: the agent's spool was restored.
-    conn.send(&batch(1, vec![sighting("other", 1)])).await;
+    conn.send(&batch(1, vec![sighting(&other, 1)])).await;
     assert_eq!(conn.recv().await, Some(ServerMsg::Conflict { epoch: 42, seq: 1 }));
     // Batch 2 is skipped: the gap raises an alarm.
-    conn.send(&batch(3, vec![sighting("eicar", 5)])).await;
+    conn.send(&batch(3, vec![sighting(&eicar, 5)])).await;
     assert_eq!(conn.recv().await, ack(3, false));
     conn.send(&heartbeat_msg()).await;
     drop(conn);
     // Agent b sends the same numbers: its own batch, its own sightings.
     let mut conn = session(&fx, &b).await;
-    conn.send(&batch(1, vec![sighting("eicar", 2)])).await;
+    conn.send(&batch(1, vec![sighting(&eicar, 2)])).await;
     assert_eq!(conn.recv().await, ack(1, false));
     drop(conn);
 
@@ -679,10 +711,10 @@ async fn sightings_are_counted_once_and_always_under_the_sender() {
     assert_eq!(of(&b.id), vec![2]);
     let json = collector_bin(&["sightings", "--data", fx.d(), "--json"]);
     let line: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
-    assert_eq!(line["indicator"], "eicar");
+    assert_eq!(line["indicator"], eicar.as_str());
     assert_eq!(line["hosts"], 2);
     assert_eq!(line["count"], 7);
-    assert_eq!(line["first_seen"], "2023-11-14T22:13:20Z");
+    assert_eq!(line["first_seen"], picket_proto::rfc3339(seen()));
     assert_eq!(line["observed"], serde_json::json!(["file"]));
     let alarms = collector_bin(&["alarms", "--data", fx.d(), "--json"]);
     assert!(alarms.contains("\"kind\":\"sequence-gap\""), "{alarms}");
@@ -695,7 +727,9 @@ async fn sightings_are_counted_once_and_always_under_the_sender() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_is_flagged_and_a_certificate_renewed() {
-    let fx = Fixture::new(|_| {});
+    // Certificates of a minute, issued five minutes back-dated: past half their life at once,
+    // so a renewal is open.
+    let fx = Fixture::new(|s| s.cert_lifetime = 60);
     let agent = enrol(&fx, &fx.token(), [1; 32]).await;
     // The same identity from another machine.
     let mut clone = agent.clone();
@@ -818,4 +852,438 @@ async fn a_session_ends_when_its_client_certificate_runs_out() {
     let e = conn.refused(ErrorCode::Unauthenticated).await;
     assert!(e.message.contains("expired"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+/// A session of `agent`, once the collector lets it in: connections turned away at accept (the
+/// places of sessions that just closed are given back a moment after) are tried again, for at
+/// most two seconds.
+async fn session_when_admitted(fx: &Fixture, agent: &Agent) -> Conn {
+    let give_up = Instant::now() + Duration::from_secs(2);
+    loop {
+        let tcp = TcpStream::connect(fx.addr()).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(client_config(&fx.ca(), Some(agent)));
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        if let Ok(tls) = connector.connect(name, tcp).await {
+            let mut conn = Conn { tls };
+            conn.send(&hello(agent.machine)).await;
+            match conn.recv().await {
+                Some(ServerMsg::Welcome(w)) => {
+                    assert_eq!(w.agent.as_deref(), Some(agent.id.as_str()));
+                    return conn;
+                }
+                // Closed at accept, or told to come back later.
+                None => {}
+                Some(ServerMsg::Error(e)) if e.code == ErrorCode::Internal => {}
+                other => panic!("expected Welcome, got {other:?}"),
+            }
+        }
+        assert!(Instant::now() < give_up, "not admitted within 2 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a fetch and expects set version 1.
+async fn fetched(conn: &mut Conn) {
+    conn.send(&fetch(None, None)).await;
+    match conn.recv().await {
+        Some(ServerMsg::Set { version: 1, .. }) => {}
+        other => panic!("expected set version 1, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_holds_at_most_its_share_of_sessions_and_the_newest_win() {
+    // Three sessions for the whole collector, two per agent.
+    let fx = Fixture::new(|s| {
+        s.max_sessions = 3;
+        s.max_sessions_per_agent = 2;
+    });
+    let token = fx.token();
+    let a = enrol(&fx, &token, [1; 32]).await;
+    let b = enrol(&fx, &token, [2; 32]).await;
+    // Agent A opens five sessions, one after another, keeping each: each new one past two
+    // closes A's oldest, which is told why.
+    let mut open = std::collections::VecDeque::new();
+    for i in 0..5 {
+        open.push_back(session_when_admitted(&fx, &a).await);
+        if open.len() > 2 {
+            let mut oldest = open.pop_front().unwrap();
+            let e = oldest.refused(ErrorCode::BadRequest).await;
+            assert!(
+                e.message
+                    .contains(&format!("another session of agent {} replaced this one", a.id))
+                    && e.message.contains("at most 2 live sessions per agent"),
+                "session {i}: {e}"
+            );
+        }
+    }
+    // The two newest are served.
+    for conn in open.iter_mut() {
+        fetched(conn).await;
+    }
+    // And A's key did not take the collector's last place: B gets in.
+    let mut conn = session_when_admitted(&fx, &b).await;
+    fetched(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_cannot_lock_out_an_enrolled_agent() {
+    // Four TLS handshakes at once, two enrolments at once; two seconds from accept for all
+    // of an enrolment, thirty for a frame once authenticated.
+    let fx = Fixture::new(|s| {
+        s.max_handshakes = 4;
+        s.max_enrolling = 2;
+        s.hello_timeout = Duration::from_secs(2);
+        s.read_timeout = Duration::from_secs(30);
+    });
+    let token = fx.token();
+    let agent = enrol(&fx, &token, [1; 32]).await;
+    // Six squatters finish their TLS handshake without a certificate, say hello, and then sit
+    // there as if to enrol, never sending the request. Two are let in; the others are turned
+    // away at once, told why. None keeps a handshake place.
+    let start = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut conn = connect(&fx, None).await;
+        conn.send(&hello([5; 32])).await;
+        match conn.recv().await {
+            Some(ServerMsg::Welcome(w)) => {
+                assert_eq!(w.agent, None);
+                held.push(conn);
+            }
+            Some(ServerMsg::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::Internal, "{e}");
+                assert!(e.message.contains("2 enrolments are in progress"), "{e}");
+                assert!(e.retry_after_ms.is_some(), "{e:?}");
+                assert_eq!(conn.recv().await, None);
+            }
+            other => panic!("expected Welcome or a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(held.len(), 2);
+    // Meanwhile the enrolled agent connects and is served at once.
+    let t = Instant::now();
+    let mut conn = session(&fx, &agent).await;
+    fetched(&mut conn).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // The squatters are closed two seconds after they connected, welcome or not: their whole
+    // enrolment has that long, not a fresh read timeout after the welcome.
+    for mut squatter in held {
+        let e = squatter.refused(ErrorCode::Timeout).await;
+        assert!(
+            e.message
+                .contains("no enrolment request within 2 s of connecting"),
+            "{e}"
+        );
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Their places are free again: enrolment works.
+    enrol(&fx, &token, [2; 32]).await;
+    // And the agent's session outlived them.
+    fetched(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_unauthenticated_connections() {
+    let fx = Fixture::new(|s| {
+        s.max_handshakes_per_ip = 2;
+        s.max_sessions_per_agent = 4;
+        s.hello_timeout = Duration::from_secs(3);
+    });
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    // Authenticated sessions give their place back once welcomed: three at once from one
+    // address.
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        live.push(session(&fx, &agent).await);
+    }
+    // Two connections that never say anything hold the address's two places...
+    let quiet_a = TcpStream::connect(fx.addr()).await.unwrap();
+    let quiet_b = TcpStream::connect(fx.addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so a third from it is closed at accept, before any TLS.
+    let mut third = TcpStream::connect(fx.addr()).await.unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // The sessions already in are untouched.
+    for conn in live.iter_mut() {
+        fetched(conn).await;
+    }
+    // Once the silent ones are gone, the address gets in again.
+    drop((quiet_a, quiet_b));
+    let mut conn = session_when_admitted(&fx, &agent).await;
+    fetched(&mut conn).await;
+}
+
+/// Sends an enrolment request with `token` for a new key on `channel`, and returns the answer.
+async fn enrol_attempt(fx: &Fixture, token: &EnrollToken, channel: &str) -> Option<ServerMsg> {
+    let (pkcs8, public) = new_key();
+    let mut conn = connect(fx, None).await;
+    let w = conn.welcome([1; 32]).await;
+    let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+    let proof = kp.sign(&wire::enroll_proof_message(&w.nonce, &token.id, &public));
+    conn.send(&ClientMsg::Enroll(Enroll {
+        token_id: token.id.clone(),
+        secret: token.secret.to_vec(),
+        public_key: public,
+        proof: proof.as_ref().to_vec(),
+        machine: [1; 32],
+        channel: channel.into(),
+    }))
+    .await;
+    let answer = conn.recv().await;
+    assert_eq!(conn.recv().await, None, "one enrolment per session");
+    answer
+}
+
+fn wire_error(answer: Option<ServerMsg>) -> wire::WireError {
+    match answer {
+        Some(ServerMsg::Error(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_enrolments_are_paced_per_address_and_never_wait_for_the_writer() {
+    let fx = Fixture::new(|s| {
+        s.enrolment_rate = picket_collector::channel::limits::RateLimit::messages_only(1.0, 3.0);
+    });
+    let mut wrong = EnrollToken::parse(&fx.token()).unwrap();
+    wrong.secret[0] ^= 1;
+    // Another process holds the database's write lock (a long `ingest`, say): the writer
+    // thread would wait for it. Attempts that cannot succeed are refused without it.
+    let db = rusqlite::Connection::open(fx.data.join("picket.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for _ in 0..2 {
+        let start = Instant::now();
+        let e = wire_error(enrol_attempt(&fx, &wrong, "default").await);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::TokenRefused, "token not valid")
+        );
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    }
+    // A channel this collector does not serve is refused the same way, naming the ones it does.
+    let e = wire_error(enrol_attempt(&fx, &wrong, "servers").await);
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(
+        e.message,
+        "enroll.channel: channel \"servers\" is not served here (channels: default)"
+    );
+    // The fourth attempt from this address within the second: paced.
+    let e = wire_error(enrol_attempt(&fx, &wrong, "default").await);
+    assert_eq!(e.code, ErrorCode::RateLimited, "{e}");
+    assert!(e.message.contains("too many enrolment attempts"), "{e}");
+    assert!(e.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 1_000), "{e:?}");
+    db.execute_batch("ROLLBACK").unwrap();
+    // After the wait, a real token enrols.
+    tokio::time::sleep(Duration::from_millis(e.retry_after_ms.unwrap())).await;
+    enrol(&fx, &fx.token(), [3; 32]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_checked_before_anything_of_it_is_stored() {
+    let fx = Fixture::new(|_| {});
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    let eicar = fx.eicar();
+    let report = |seq, items| ClientMsg::Report(Batch { epoch: 5, seq, items });
+    // An indicator id the collector never had: refused, naming the item, and the session ends.
+    let mut conn = session(&fx, &agent).await;
+    conn.send(&report(
+        1,
+        vec![sighting(&eicar, 1), sighting("indicator--made-up", 1)],
+    ))
+    .await;
+    let e = conn.refused(ErrorCode::BadRequest).await;
+    assert!(
+        e.message.contains(
+            "report.items[1].indicator \"indicator--made-up\" is not an indicator this collector has"
+        ),
+        "{e}"
+    );
+    // An empty batch.
+    let mut conn = session(&fx, &agent).await;
+    conn.send(&report(1, vec![])).await;
+    let e = conn.refused(ErrorCode::BadRequest).await;
+    assert!(e.message.contains("report.items is empty"), "{e}");
+    // Nothing of either was stored; absurd times and counts are bounded.
+    let mut conn = session(&fx, &agent).await;
+    let mut wild = sighting(&eicar, u64::MAX);
+    (wild.first_seen, wild.last_seen) = (i64::MIN, i64::MAX);
+    conn.send(&report(1, vec![wild])).await;
+    assert_eq!(
+        conn.recv().await,
+        Some(ServerMsg::Ack {
+            epoch: 5,
+            seq: 1,
+            duplicate: false
+        })
+    );
+    drop(conn);
+    let store = DataDir::open(&fx.data).unwrap().store().unwrap();
+    let rows = store.sightings().unwrap();
+    assert_eq!(rows.len(), 1);
+    let enrolled = store.agent(&agent.id).unwrap().unwrap().enrolled;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // From a day before enrolment to five minutes ahead of the collector's clock.
+    assert_eq!(rows[0].first_seen, enrolled - 86_400);
+    assert!(
+        (enrolled + 300..=now + 300).contains(&rows[0].last_seen),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].count, 1_000_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_agents_wrote_reaches_the_operator_without_control_characters() {
+    let fx = Fixture::new(|_| {});
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    let eicar = fx.eicar();
+    let mut conn = session(&fx, &agent).await;
+    // A heartbeat whose version string retitles the terminal and clears it; a sighting whose
+    // kind turns the text red.
+    let mut hb = heartbeat(Some(1));
+    hb.agent_version = "0.1.0\u{1b}]0;pwned\u{7}\u{1b}[2J".into();
+    conn.send(&ClientMsg::Heartbeat(hb)).await;
+    let mut s = sighting(&eicar, 1);
+    s.what = "sha256\u{1b}[31m".into();
+    conn.send(&ClientMsg::Report(Batch {
+        epoch: 1,
+        seq: 1,
+        items: vec![s],
+    }))
+    .await;
+    assert!(matches!(conn.recv().await, Some(ServerMsg::Ack { .. })));
+    drop(conn);
+    let agents = collector_bin(&["agents", "list", "--data", fx.d()]);
+    let sightings = collector_bin(&["sightings", "--data", fx.d()]);
+    for out in [&agents, &sightings] {
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    }
+    assert!(agents.contains("agent 0.1.0?]0;pwned??[2J"), "{agents}");
+    assert!(sightings.contains("what=sha256?[31m"), "{sightings}");
+    // JSON keeps the exact string, escaped.
+    let json = collector_bin(&["agents", "list", "--data", fx.d(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["agent_version"], "0.1.0\u{1b}]0;pwned\u{7}\u{1b}[2J");
+    assert!(!json.contains('\u{1b}'), "{json:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_opens_half_way_through_the_certificate() {
+    // The shipped lifetime, a week: a certificate fresh from enrolment is not renewed.
+    let fx = Fixture::new(|_| {});
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    let (not_before, not_after) = picket_proto::x509::validity(&agent.cert).unwrap();
+    let mut conn = session(&fx, &agent).await;
+    conn.send(&ClientMsg::Renew).await;
+    let e = conn.refused(ErrorCode::BadRequest).await;
+    let opens = not_before + (not_after - not_before) / 2 - 300;
+    assert_eq!(
+        e.message,
+        format!(
+            "renewal opens at {} (half-way through the life of this session's certificate, which ends {})",
+            picket_proto::rfc3339(opens),
+            picket_proto::rfc3339(not_after)
+        )
+    );
+    // Nothing was issued.
+    let store = DataDir::open(&fx.data).unwrap().store().unwrap();
+    assert_eq!(store.agent(&agent.id).unwrap().unwrap().cert_not_after, not_after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_revocations_cannot_be_read_agent_sessions_end_until_they_can() {
+    let fx = Fixture::new(|s| s.blind_after = Duration::from_secs(1));
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    let mut conn = session(&fx, &agent).await;
+    fetched(&mut conn).await;
+    // The poll reads revocations and set versions together; take a table it needs away.
+    let db = rusqlite::Connection::open(fx.data.join("picket.db")).unwrap();
+    let start = Instant::now();
+    db.execute_batch("ALTER TABLE sets RENAME TO sets_away").unwrap();
+    // The live session is closed within about a second and a poll, and says why.
+    let e = conn.refused(ErrorCode::Internal).await;
+    assert!(
+        e.message.contains("cannot read its list of revoked agents"),
+        "{e}"
+    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // New sessions are refused the same way (the agent itself is still found).
+    let mut conn = connect(&fx, Some(&agent)).await;
+    conn.send(&hello(agent.machine)).await;
+    let e = conn.refused(ErrorCode::Internal).await;
+    assert!(e.message.contains("serves no agent until it can"), "{e}");
+    // Readable again: sessions are admitted at the next poll.
+    db.execute_batch("ALTER TABLE sets_away RENAME TO sets").unwrap();
+    let mut conn = session_when_admitted(&fx, &agent).await;
+    fetched(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_cut_off_still_receives_every_answer_and_the_reason() {
+    // 200 messages a second in bursts of 5: each refusal waits 5 ms; 20 ignored ones close.
+    let fx = Fixture::new(|s| {
+        s.rate.messages_per_second = 200.0;
+        s.rate.message_burst = 5.0;
+        s.flood_strikes = 20;
+    });
+    let agent = enrol(&fx, &fx.token(), [1; 32]).await;
+    // A client with a tiny receive buffer that floods and does not read: the collector's
+    // answers back up in its own socket, as they do for a flooder busy writing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2_048).unwrap();
+    let tcp = socket.connect(fx.addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_config(&fx.ca(), Some(&agent)));
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut conn = Conn { tls };
+    conn.welcome(agent.machine).await;
+    let (mut rd, mut wr) = tokio::io::split(conn.tls);
+    let frame = wire::encode_frame(&heartbeat_msg());
+    let flood = tokio::spawn(async move { while wr.write_all(&frame).await.is_ok() {} });
+    // Long enough for the collector to refuse twenty frames and close; well within the second
+    // it lingers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut limited = 0;
+    let closing = loop {
+        let mut header = [0u8; 4];
+        if let Err(e) = rd.read_exact(&mut header).await {
+            panic!("the connection ended ({e}) after {limited} RateLimited, without the reason");
+        }
+        let mut body = vec![0u8; wire::frame_len(header, MAX_SERVER_FRAME).unwrap()];
+        rd.read_exact(&mut body).await.unwrap();
+        match wire::decode_body::<ServerMsg>(&body).unwrap() {
+            ServerMsg::Error(e) if e.code == ErrorCode::RateLimited && e.message.contains("closing") => {
+                break e
+            }
+            ServerMsg::Error(e) if e.code == ErrorCode::RateLimited => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(limited, 20, "{closing:?}");
+    assert!(closing.message.contains("21 frames in a row"), "{closing:?}");
+    // Then a clean end: TLS close_notify, not a reset.
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        end.is_ok() && rest.is_empty(),
+        "{end:?} after {} more bytes",
+        rest.len()
+    );
+    flood.abort();
 }

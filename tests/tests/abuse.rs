@@ -8,9 +8,12 @@
 //! the way an operator reads them (`sightings --json`, `agents list --json`, `alarms --json`)
 //! and from the serve process itself (its resident memory, from `/proc/PID/status`).
 //!
+//! The collector stores sightings only of indicators it has, so the sightings here name
+//! indicators ingested for the purpose ([`NAMED`]); results are read back by those names.
+//!
 //! Invariant under test: whatever one connection does, it costs the collector a bounded amount
-//! of memory, is closed or throttled, never gets anything stored under another agent's name,
-//! and leaves the other agents served promptly.
+//! of memory, is closed or throttled (and told why), never gets anything stored under another
+//! agent's name, and leaves the other agents served promptly.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
 
@@ -39,6 +42,18 @@ use tokio_rustls::rustls::ClientConfig;
 const HOST: &str = "127.0.0.1";
 /// A SHA-256 nobody will ever match (the first set must hold something).
 const DECOY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+/// The indicators the tests report sightings of, by name. The collector stores sightings only
+/// of indicators it has, so each name is the SHA-256 of itself in the first set, and
+/// [`Serve::id`] gives its indicator id.
+const NAMED: [&str; 7] = [
+    "stolen",
+    "ind-a",
+    "ind-b",
+    "ind-both",
+    "ind-named",
+    "flood",
+    "calm",
+];
 /// The longest any single answer may take before the test fails (every wait is bounded).
 const ANSWER: Duration = Duration::from_secs(5);
 const MIB: f64 = (1 << 20) as f64;
@@ -54,6 +69,14 @@ struct Serve {
     /// serve's stdout and stderr, drained by threads so it never blocks on a full pipe.
     _out: Receiver<String>,
     _err: Receiver<String>,
+    /// The indicator id of each of [`NAMED`], and back.
+    ids: BTreeMap<String, String>,
+    names: BTreeMap<String, String>,
+}
+
+/// The SHA-256 (hex) a name in [`NAMED`] stands for.
+fn named_hash(name: &str) -> String {
+    hex::encode(picket_proto::sha256(name.as_bytes()))
 }
 
 impl Serve {
@@ -74,8 +97,30 @@ impl Serve {
         }
         fs::write(&toml, text).unwrap();
         fs::rename(c.root_key(), c.tmp.path().join("offline.key")).unwrap();
-        c.ingest_list("first.txt", &[DECOY]);
+        let mut first: Vec<String> = NAMED.iter().map(|n| named_hash(n)).collect();
+        first.push(DECOY.to_owned());
+        c.ingest_list("first.txt", &first.iter().map(String::as_str).collect::<Vec<_>>());
         c.publish(&[]);
+        let store = picket_collector::datadir::DataDir::open(&c.data)
+            .unwrap()
+            .store()
+            .unwrap();
+        let stored = store.candidates().unwrap();
+        let mut ids = BTreeMap::new();
+        let mut names = BTreeMap::new();
+        for name in NAMED {
+            let hash = named_hash(name);
+            let id = stored
+                .iter()
+                .find(|c| c.value.contains(&hash))
+                .unwrap_or_else(|| panic!("{name} was not ingested"))
+                .record
+                .id
+                .clone();
+            ids.insert(name.to_owned(), id.clone());
+            names.insert(id, name.to_owned());
+        }
+        drop(store);
         let mut child = Command::new(bin("picket-collector"))
             .args(["serve", "--data", c.data(), "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
@@ -93,7 +138,19 @@ impl Serve {
             addr,
             _out: out,
             _err: err,
+            ids,
+            names,
         }
+    }
+
+    /// The indicator id of `name` (one of [`NAMED`]).
+    fn id(&self, name: &str) -> String {
+        self.ids[name].clone()
+    }
+
+    /// The name an indicator id stands for, or the id itself.
+    fn name(&self, id: &str) -> String {
+        self.names.get(id).cloned().unwrap_or_else(|| id.to_owned())
     }
 
     fn pid(&self) -> u32 {
@@ -130,14 +187,14 @@ impl Serve {
             .collect()
     }
 
-    /// `sightings --json` as indicator -> (hosts, count).
+    /// `sightings --json` as indicator (its name in [`NAMED`]) -> (hosts, count).
     fn sightings(&self) -> BTreeMap<String, (u64, u64)> {
         self.json_lines(&["sightings"])
             .into_iter()
             .map(|v| {
                 let n = |k: &str| v[k].as_u64().unwrap();
                 (
-                    v["indicator"].as_str().unwrap().to_owned(),
+                    self.name(v["indicator"].as_str().unwrap()),
                     (n("hosts"), n("count")),
                 )
             })
@@ -155,13 +212,13 @@ impl Serve {
         ids
     }
 
-    /// Every stored sighting row as (agent, indicator, location, count), read from the
+    /// Every stored sighting row as (agent, indicator name, location, count), read from the
     /// collector's SQLite file (the CLI aggregates per indicator and does not name agents).
     fn rows(&self) -> Vec<(String, String, Option<String>, u64)> {
         let dir = picket_collector::datadir::DataDir::open(&self.c.data).unwrap();
         let rows = dir.store().unwrap().sightings().unwrap();
         rows.into_iter()
-            .map(|r| (r.agent, r.indicator, r.location, r.count))
+            .map(|r| (r.agent, self.name(&r.indicator), r.location, r.count))
             .collect()
     }
 
@@ -344,14 +401,17 @@ async fn refused(session: &mut Session, code: ErrorCode) -> WireError {
     e
 }
 
+/// A sighting of the indicator with id `indicator`, seen an hour ago (agents enrolled at the
+/// start of the test: the collector keeps times from a day before enrolment on).
 fn sighting(indicator: &str, location: Option<&str>, count: u64) -> SightingReport {
+    let seen = picket_e2e::unix_now() / 60 * 60 - 3_600;
     SightingReport {
         indicator: indicator.into(),
         what: "sha256".into(),
         observed: ObservedKind::File,
         location: location.map(str::to_owned),
-        first_seen: 1_700_000_000,
-        last_seen: 1_700_000_100,
+        first_seen: seen,
+        last_seen: seen + 60,
         count,
         set_version: 1,
     }
@@ -419,7 +479,7 @@ async fn a_client_without_an_enrolled_key_can_submit_nothing() {
     // A TLS client with no client certificate gets its hello answered (it could be enrolling)
     // and nothing else: a report, a fetch, a heartbeat, a renewal are each refused and the
     // connection closed.
-    let stolen = report(1, 1, vec![sighting("stolen", Some("/tmp/x"), 1)]);
+    let stolen = report(1, 1, vec![sighting(&serve.id("stolen"), Some("/tmp/x"), 1)]);
     for msg in [stolen.clone(), fetch(), heartbeat(), ClientMsg::Renew] {
         let connect = link::connect(&serve.addr, HOST, serve.anonymous(), [7; 32]);
         let mut s = timeout(ANSWER, connect).await.unwrap().unwrap();
@@ -504,35 +564,39 @@ async fn batches_count_under_their_sender_and_a_replay_changes_nothing() {
     let mut sb = b.session(&serve.addr).await;
 
     // The same (epoch, seq) from both agents, different items: two batches, one per sender.
-    let a1 = report(42, 1, vec![sighting("ind-a", Some("/srv/a"), 3)]);
+    let a1 = report(42, 1, vec![sighting(&serve.id("ind-a"), Some("/srv/a"), 3)]);
     let ClientMsg::Report(batch) = &a1 else {
         unreachable!()
     };
     no_field_names_an_agent(batch);
     sa.send(&a1).await.unwrap();
     assert_eq!(sa.recv().await.unwrap(), ack(1, false));
-    sb.send(&report(42, 1, vec![sighting("ind-b", Some("/srv/b"), 2)]))
-        .await
-        .unwrap();
+    sb.send(&report(
+        42,
+        1,
+        vec![sighting(&serve.id("ind-b"), Some("/srv/b"), 2)],
+    ))
+    .await
+    .unwrap();
     assert_eq!(sb.recv().await.unwrap(), ack(1, false));
     // Identical batches (same number, same items) from both: neither is the other's replay.
-    let shared = report(42, 2, vec![sighting("ind-both", Some("/srv/c"), 1)]);
+    let shared = report(42, 2, vec![sighting(&serve.id("ind-both"), Some("/srv/c"), 1)]);
     sb.send(&shared).await.unwrap();
     assert_eq!(sb.recv().await.unwrap(), ack(2, false));
     sa.send(&shared).await.unwrap();
     assert_eq!(sa.recv().await.unwrap(), ack(2, false));
     // The only place a client could write another agent's id is inside a sighting's strings:
     // it is just text there, and the sighting is still the sender's.
-    sa.send(&report(42, 3, vec![sighting(&b.id, Some(&b.id), 9)]))
-        .await
-        .unwrap();
+    let mut named = sighting(&serve.id("ind-named"), Some(&b.id), 9);
+    named.what = b.id.clone();
+    sa.send(&report(42, 3, vec![named])).await.unwrap();
     assert_eq!(sa.recv().await.unwrap(), ack(3, false));
 
     let want = BTreeMap::from([
         ("ind-a".to_owned(), (1, 3)),
         ("ind-b".to_owned(), (1, 2)),
         ("ind-both".to_owned(), (2, 2)),
-        (b.id.clone(), (1, 9)),
+        ("ind-named".to_owned(), (1, 9)),
     ]);
     assert_eq!(serve.sightings(), want);
     let mut rows = serve.rows();
@@ -540,7 +604,7 @@ async fn batches_count_under_their_sender_and_a_replay_changes_nothing() {
     let mut expected = vec![
         (a.id.clone(), "ind-a".to_owned(), Some("/srv/a".to_owned()), 3),
         (a.id.clone(), "ind-both".to_owned(), Some("/srv/c".to_owned()), 1),
-        (a.id.clone(), b.id.clone(), Some(b.id.clone()), 9),
+        (a.id.clone(), "ind-named".to_owned(), Some(b.id.clone()), 9),
         (b.id.clone(), "ind-b".to_owned(), Some("/srv/b".to_owned()), 2),
         (b.id.clone(), "ind-both".to_owned(), Some("/srv/c".to_owned()), 1),
     ];
@@ -557,20 +621,41 @@ async fn batches_count_under_their_sender_and_a_replay_changes_nothing() {
     assert_eq!(sa.recv().await.unwrap(), ack(1, true));
     assert_eq!(serve.sightings(), want);
     // Another batch under a number A already used (a restored spool): a conflict, nothing stored.
-    sa.send(&report(42, 1, vec![sighting("ind-a", Some("/srv/a"), 50)]))
-        .await
-        .unwrap();
+    sa.send(&report(
+        42,
+        1,
+        vec![sighting(&serve.id("ind-a"), Some("/srv/a"), 50)],
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         sa.recv().await.unwrap(),
         ServerMsg::Conflict { epoch: 42, seq: 1 }
     );
     assert_eq!(serve.sightings(), want);
     // And the sessions are still good.
-    sa.send(&report(42, 4, vec![sighting("ind-a", Some("/srv/a"), 4)]))
-        .await
-        .unwrap();
+    sa.send(&report(
+        42,
+        4,
+        vec![sighting(&serve.id("ind-a"), Some("/srv/a"), 4)],
+    ))
+    .await
+    .unwrap();
     assert_eq!(sa.recv().await.unwrap(), ack(4, false));
     assert_eq!(serve.sightings()["ind-a"], (1, 4));
+    // An agent id where the indicator id goes names no indicator the collector has: the batch
+    // is refused whole and the session ends; nothing is counted for anyone.
+    sa.send(&report(42, 5, vec![sighting(&b.id, None, 100)]))
+        .await
+        .unwrap();
+    let e = refused(&mut sa, ErrorCode::BadRequest).await;
+    assert!(
+        e.message.contains("report.items[0].indicator") && e.message.contains(&b.id),
+        "{e}"
+    );
+    let mut want = want;
+    want.insert("ind-a".to_owned(), (1, 4));
+    assert_eq!(serve.sightings(), want);
 }
 
 /// One oversized attempt at `addr` (`kind` picks which); returns how long the refusal took
@@ -600,7 +685,9 @@ async fn oversized(addr: String, anonymous: Arc<ClientConfig>, agent: Arc<Agent>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_frames_are_refused_from_the_header_and_cost_no_memory() {
-    let serve = Serve::start(&[]);
+    // The attacker's authenticated attempts run ten at a time: more than the two live sessions
+    // an agent may hold by default, so the cap is raised (this test is about frame sizes).
+    let serve = Serve::start(&[("max_sessions_per_agent", "64")]);
     let token = serve.token(2);
     let attacker = Arc::new(Agent::enrol(&serve, &token, "attacker").await);
     let bystander = Agent::enrol(&serve, &token, "bystander").await;
@@ -697,7 +784,10 @@ async fn hold(addr: &str, half: &[u8], limit: Duration) -> tokio::task::JoinSet<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_that_never_finish_their_hello_are_dropped_at_the_hello_timeout() {
     let limit = Duration::from_secs(2);
-    let serve = Serve::start(&[("hello_timeout", "\"2s\"")]);
+    // Every connection here comes from 127.0.0.1, which may hold 32 unauthenticated ones by
+    // default: the cap is raised so that all 220 wait for the timeout this test is about (the
+    // cap itself is tested in collector/tests/channel.rs).
+    let serve = Serve::start(&[("hello_timeout", "\"2s\""), ("max_handshakes_per_ip", "1000")]);
     let agent = Agent::enrol(&serve, &serve.token(1), "patient").await;
     let hello = client_hello(serve.anonymous()).await;
     let half = hello[..hello.len() / 2].to_vec();
@@ -779,10 +869,10 @@ struct Flood {
 }
 
 /// One session of `agent` sending as fast as the socket takes them, never waiting for an
-/// answer: heartbeats, fetches and reports under `epoch`, each report a sighting of indicator
-/// `flood` with a location of its own, so that each stored batch adds exactly one to the count.
-/// Runs until the collector closes the session.
-async fn flood(addr: String, agent: Arc<Agent>, epoch: u64) -> Flood {
+/// answer: heartbeats, fetches and reports under `epoch`, each report a sighting of the
+/// indicator with id `indicator` with a location of its own, so that each stored batch adds
+/// exactly one to the count. Runs until the collector closes the session.
+async fn flood(addr: String, agent: Arc<Agent>, epoch: u64, indicator: String) -> Flood {
     let (mut rd, mut wr) = agent.session(&addr).await.into_split();
     let started = Instant::now();
     let sender = tokio::spawn(async move {
@@ -794,7 +884,7 @@ async fn flood(addr: String, agent: Arc<Agent>, epoch: u64) -> Flood {
                 _ => {
                     reports += 1;
                     let location = format!("/flood/{epoch}/{reports}");
-                    report(epoch, reports, vec![sighting("flood", Some(&location), 1)])
+                    report(epoch, reports, vec![sighting(&indicator, Some(&location), 1)])
                 }
             };
             if wr.send(&msg).await.is_err() || started.elapsed() > Duration::from_secs(20) {
@@ -851,22 +941,24 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     let fetches = fetch_loop(other.session(&serve.addr).await, stop.clone());
 
     // One session: its burst goes through, then it is told to wait, ignores it, and is cut off.
+    let target = serve.id("flood");
     let started = Instant::now();
-    let first = flood(serve.addr.clone(), flooder.clone(), 1).await;
+    let first = flood(serve.addr.clone(), flooder.clone(), 1, target.clone()).await;
     let cut_off = started.elapsed();
     assert!(cut_off < Duration::from_secs(10), "{cut_off:?}");
     assert!(first.acked > 0 && first.acked < first.sent, "{first:?}");
-    // Coming back at once, three sessions at a time, for two seconds: the budget is the
-    // agent's, not the session's, so each new session is cut off in turn.
+    // Coming back at once, two sessions at a time (the most live sessions an agent may hold;
+    // a third would replace the oldest), for two seconds: the budget is the agent's, not the
+    // session's, so each new session is cut off in turn.
     let again = Instant::now() + Duration::from_secs(2);
     let mut lanes = tokio::task::JoinSet::new();
-    for lane in 0..3u64 {
-        let (addr, flooder) = (serve.addr.clone(), flooder.clone());
+    for lane in 0..2u64 {
+        let (addr, flooder, target) = (serve.addr.clone(), flooder.clone(), target.clone());
         lanes.spawn(async move {
             let mut sessions = Vec::new();
             while Instant::now() < again {
                 let epoch = 100 * (lane + 1) + sessions.len() as u64;
-                sessions.push(flood(addr.clone(), flooder.clone(), epoch).await);
+                sessions.push(flood(addr.clone(), flooder.clone(), epoch, target.clone()).await);
             }
             sessions
         });
@@ -900,31 +992,22 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
         mib(peak),
         mib(after),
     );
-    assert!(later.len() >= 3, "{later:?}");
-    // Every session was throttled, then closed by the collector (`flood` returns only then);
-    // one that was told why was told it ignored 20 refusals in a row.
+    assert!(later.len() >= 2, "{later:?}");
+    // Every session was throttled, then closed by the collector (`flood` returns only then),
+    // and told why: it ignored 20 refusals in a row. The collector closes lingering (its FIN
+    // first, then the flood read and dropped a moment), so no reset throws away its last
+    // answers before the flooder has read them.
     for f in &all {
-        assert!(f.limited > 0, "{f:?}");
-        if let Some(e) = &f.closing {
-            assert!(e.message.contains("21 frames in a row"), "{e}");
-            assert!(f.limited >= 20, "{f:?}");
-        }
+        assert!(f.limited >= 20, "{f:?}");
+        let Some(e) = &f.closing else {
+            panic!("a flooding session was closed without being told why: {f:?}");
+        };
+        assert!(e.message.contains("21 frames in a row"), "{e}");
     }
-    // Nearly all are told why. The collector closes a flooding session with the flood unread
-    // in its socket, so the kernel resets the connection, and whatever the collector had
-    // queued but not yet sent (its last RateLimited answers and the closing error) can be
-    // discarded: about one session in a hundred with three flooding at once. Such a session
-    // is closed all the same.
-    assert!(told * 10 >= all.len() * 9, "{told} of {} told why", all.len());
-    // Only what was acknowledged is counted, and only under the flooder. (Had a reset
-    // discarded an acknowledgement, the count could exceed what the flooder saw acknowledged;
-    // it can never be below.)
+    assert_eq!(told, all.len());
+    // Only what was acknowledged is counted, all of it, and only under the flooder.
     assert_eq!(hosts, 1);
-    if told == all.len() {
-        assert_eq!(count, acked);
-    } else {
-        assert!(count >= acked, "{count} counted, {acked} acknowledged");
-    }
+    assert_eq!(count, acked);
     let rows = serve.rows();
     assert_eq!(rows.len() as u64, count);
     assert!(rows.iter().all(|r| r.0 == flooder.id), "{rows:?}");
@@ -932,7 +1015,7 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     assert!(fetched.len() > 20, "{}", fetched.len());
     assert!(max(&fetched) < Duration::from_secs(1), "{fetched:?}");
     quiet
-        .send(&report(1, 1, vec![sighting("calm", None, 1)]))
+        .send(&report(1, 1, vec![sighting(&serve.id("calm"), None, 1)]))
         .await
         .unwrap();
     let start = Instant::now();

@@ -4,8 +4,10 @@
 //! it should have heard and did not: an agent gone quiet, a batch number that skips ahead (a
 //! batch lost between spool and store), an agent that stays on an old set version after a new
 //! one was published, a spool that had to drop sightings, and an identity presented from a
-//! second machine (a cloned image). Each function here takes the facts and the time as
-//! arguments and says whether the condition holds and, if so, the detail an operator reads.
+//! second machine (a cloned image). One more is about what the agent sent: an agent that
+//! reached the collector's cap of sightings per agent (`sightings-cap`, raised by
+//! `reports::record_batch`). Each function here takes the facts and the time as arguments and
+//! says whether the condition holds and, if so, the detail an operator reads.
 //!
 //! Invariant: every decision is a pure function of its arguments, so that the same facts always
 //! raise or clear the same alarms, whichever process (the channel or a CLI) looks at them.
@@ -27,20 +29,24 @@ pub enum AlarmKind {
     Clone,
     /// The agent's spool dropped sightings because it was full.
     SpoolDropped,
+    /// The agent holds as many sightings as the collector keeps per agent; batches adding new
+    /// ones are refused.
+    SightingsCap,
 }
 
 impl AlarmKind {
     /// Every kind.
-    pub const ALL: [AlarmKind; 5] = [
+    pub const ALL: [AlarmKind; 6] = [
         AlarmKind::Quiet,
         AlarmKind::SequenceGap,
         AlarmKind::Lagging,
         AlarmKind::Clone,
         AlarmKind::SpoolDropped,
+        AlarmKind::SightingsCap,
     ];
 
     /// The stored and printed name (`quiet`, `sequence-gap`, `lagging`, `clone`,
-    /// `spool-dropped`).
+    /// `spool-dropped`, `sightings-cap`).
     pub fn name(self) -> &'static str {
         match self {
             AlarmKind::Quiet => "quiet",
@@ -48,6 +54,7 @@ impl AlarmKind {
             AlarmKind::Lagging => "lagging",
             AlarmKind::Clone => "clone",
             AlarmKind::SpoolDropped => "spool-dropped",
+            AlarmKind::SightingsCap => "sightings-cap",
         }
     }
 

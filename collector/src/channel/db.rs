@@ -6,7 +6,8 @@
 //! does not undo the others; it answers the sessions only after the commit. When the queue is
 //! full, sessions wait to enqueue, and so stop reading from their agents: backpressure reaches
 //! the agents rather than memory. Enrolment and certificate renewal, which run their own
-//! transactions, go through the same thread one at a time.
+//! transactions, go through the same thread one at a time; an enrolment reaches it only after
+//! the session checked it read-only (`fleet::precheck`), so refused attempts never queue here.
 //!
 //! Reads (the agent behind a certificate, the revoked set, the current versions, set files) use
 //! a small pool of read connections on tokio's blocking threads; SQLite's WAL lets them run
@@ -23,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::channel::alarms::Thresholds;
 use crate::channel::unix_now;
+use crate::fleet::EnrolFailure;
 use crate::pki::Pki;
-use crate::reports::{self, AlarmEvent, BatchOutcome};
+use crate::reports::{self, AlarmEvent, BatchOutcome, Intake};
 use crate::store::Store;
 use crate::CollectorError;
 
@@ -105,6 +107,10 @@ pub struct WriterContext {
     pub cert_lifetime: u64,
     /// When agents count as quiet or lagging.
     pub thresholds: Thresholds,
+    /// The channels this collector serves (an enrolment must name one).
+    pub channels: Vec<String>,
+    /// The limits sightings batches are stored under.
+    pub intake: Intake,
 }
 
 /// Starts the writer thread over `store`. It ends when every sender of `jobs` is gone.
@@ -134,7 +140,7 @@ fn writer(mut store: Store, ctx: WriterContext, mut jobs: mpsc::Receiver<Job>) {
             )
         });
         if !grouped.is_empty() {
-            write_group(&store, grouped);
+            write_group(&store, &ctx.intake, grouped);
         }
         for job in solo {
             run_solo(&mut store, &ctx, job);
@@ -149,7 +155,7 @@ enum Done {
     Nothing,
 }
 
-fn write_group(store: &Store, jobs: Vec<Job>) {
+fn write_group(store: &Store, intake: &Intake, jobs: Vec<Job>) {
     let now = unix_now();
     let fail_all = |jobs: Vec<Job>, why: &dyn std::fmt::Display| {
         eprintln!(
@@ -172,7 +178,7 @@ fn write_group(store: &Store, jobs: Vec<Job>) {
         if let Err(e) = tx.execute_batch("SAVEPOINT job") {
             eprintln!("picket-collector: error: channel: {}", (store.err())(e));
         }
-        let result = run_grouped(&tx, job, now);
+        let result = run_grouped(&tx, intake, job, now);
         match result {
             Ok((d, ev)) => {
                 let _ = tx.execute_batch("RELEASE job");
@@ -217,9 +223,10 @@ fn write_group(store: &Store, jobs: Vec<Job>) {
 
 type Grouped = Result<(Done, Vec<AlarmEvent>), (Done, rusqlite::Error)>;
 
-fn run_grouped(conn: &Connection, job: Job, now: i64) -> Grouped {
+fn run_grouped(conn: &Connection, intake: &Intake, job: Job, now: i64) -> Grouped {
     match job {
-        Job::Report { agent, batch, reply } => match reports::record_batch(conn, &agent, &batch, now) {
+        Job::Report { agent, batch, reply } => match reports::record_batch(conn, &agent, &batch, now, intake)
+        {
             Ok((outcome, events)) => Ok((Done::Report(reply, outcome), events)),
             Err(e) => Err((Done::Failed(reply), e)),
         },
@@ -245,14 +252,21 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
             nonce,
             reply,
         } => {
-            let answer =
-                crate::fleet::enrol_checked(store, &ctx.pki, &request, &nonce, now, ctx.cert_lifetime)
-                    .map_err(|f| {
-                        if let crate::fleet::EnrolFailure::Internal(e) = &f {
-                            eprintln!("picket-collector: error: channel: enrolment: {e}");
-                        }
-                        f.to_wire()
-                    });
+            let answer = crate::fleet::enrol_checked(
+                store,
+                &ctx.pki,
+                &request,
+                &nonce,
+                now,
+                ctx.cert_lifetime,
+                &ctx.channels,
+            )
+            .map_err(|f| {
+                if let EnrolFailure::Internal(e) = &f {
+                    eprintln!("picket-collector: error: channel: enrolment: {e}");
+                }
+                f.to_wire()
+            });
             let _ = reply.send(answer);
         }
         Job::Renew {
@@ -260,10 +274,16 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
             public_key,
             reply,
         } => {
-            let answer = renew(store, ctx, &agent, &public_key, now).map_err(|e| {
-                eprintln!("picket-collector: error: channel: renewing the certificate of {agent}: {e}");
-                internal("issue a certificate")
-            });
+            let answer = crate::fleet::renew(store, &ctx.pki, &agent, &public_key, now, ctx.cert_lifetime)
+                .map_err(|f| match f {
+                    EnrolFailure::Refused(w) => w,
+                    EnrolFailure::Internal(e) => {
+                        eprintln!(
+                            "picket-collector: error: channel: renewing the certificate of {agent}: {e}"
+                        );
+                        internal("issue a certificate")
+                    }
+                });
             let _ = reply.send(answer);
         }
         Job::CheckAlarms => match store.check_alarms(now, &ctx.thresholds) {
@@ -274,23 +294,8 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
             }
             Err(e) => eprintln!("picket-collector: error: channel: checking alarms: {e}"),
         },
-        other => write_group(store, vec![other]),
+        other => write_group(store, &ctx.intake, vec![other]),
     }
-}
-
-fn renew(
-    store: &mut Store,
-    ctx: &WriterContext,
-    agent: &str,
-    public_key: &[u8; 32],
-    now: i64,
-) -> Result<Renewed, CollectorError> {
-    let (certificate, not_after) = ctx.pki.issue_client(agent, public_key, now, ctx.cert_lifetime)?;
-    store.set_cert_not_after(agent, not_after)?;
-    Ok(Renewed {
-        certificate,
-        not_after,
-    })
 }
 
 /// Read connections, lent to blocking tasks.

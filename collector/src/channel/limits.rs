@@ -1,16 +1,23 @@
-//! Per-agent rate limits: token buckets on messages and on bytes.
+//! Rate and count limits: per-agent token buckets on messages and on bytes, and per-source
+//! caps on connections that have not authenticated.
 //!
 //! One budget per agent, shared by all of that agent's sessions, so that opening more sessions
 //! buys no more throughput. A frame that finds the budget short is refused (the session answers
 //! `RateLimited` with the wait, [`Budget::charge`]) and costs nothing; the session stops
 //! reading for that wait, so a flood fills only the flooder's own TCP buffers, and a client that
 //! waits as told finds its next frame accepted. Telling a flooder from a client that waits is
-//! the session's job (a frame already queued when the wait ends was sent without waiting).
+//! the session's job (a frame already queued when the wait ends was sent without waiting). The
+//! same buckets, keyed by source address ([`source_key`]), pace enrolment attempts.
+//!
+//! Before a connection authenticates, nothing names an agent, so its source address is all
+//! there is to count by: [`SourceSlots`] caps how many such connections one address holds at
+//! once, and each [`SourceSlot`] gives its place back when dropped.
 //!
 //! Invariant: the buckets never read the clock; the time is an argument (a monotonic offset),
 //! so the arithmetic is tested exactly.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +33,19 @@ pub struct RateLimit {
     /// Bytes in a burst. A frame larger than this is charged as this much, so every frame
     /// under the protocol's cap can pass.
     pub byte_burst: f64,
+}
+
+impl RateLimit {
+    /// A limit on messages alone (`per_second` sustained, `burst` at once), for attempts that
+    /// are counted, not sized: charge them with a length of 0.
+    pub fn messages_only(per_second: f64, burst: f64) -> RateLimit {
+        RateLimit {
+            messages_per_second: per_second,
+            message_burst: burst,
+            bytes_per_second: 1.0,
+            byte_burst: 1.0,
+        }
+    }
 }
 
 /// One token bucket.
@@ -147,6 +167,81 @@ impl Budgets {
     }
 }
 
+/// The address a connection from `ip` is counted under: an IPv4 address as it is (an
+/// IPv4-mapped IPv6 address counts as that IPv4 address), an IPv6 address by its /64, since one
+/// host or site usually holds a whole /64 and could otherwise pick a new address per connection.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// How many unauthenticated connections each source address holds, capped.
+#[derive(Debug)]
+pub struct SourceSlots {
+    cap: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place among its source address's: given back when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    slots: Arc<SourceSlots>,
+    key: IpAddr,
+}
+
+impl SourceSlots {
+    /// At most `cap` places per source address.
+    pub fn new(cap: usize) -> Arc<SourceSlots> {
+        Arc::new(SourceSlots {
+            cap,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for a connection from `ip`, or `None` when its address holds `cap` already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// How many places the address of `ip` holds.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(&source_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // Addresses that hold nothing are forgotten: the map stays as small as the
+                // connections in flight.
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +295,56 @@ mod tests {
         assert_eq!(b.charge(1_000, ms(0)), Err(ms(1_000)));
         assert_eq!(b.wait(1_000, ms(1_000)), Duration::ZERO);
         assert_eq!(b.charge(1_000, ms(1_000)), Ok(()));
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_and_a_dropped_slot_is_given_back() {
+        let slots = SourceSlots::new(2);
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let b: IpAddr = "198.51.100.1".parse().unwrap();
+        let one = slots.take(a).unwrap();
+        let two = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "a third from the same address");
+        // The same address written as IPv4-mapped IPv6 is the same source.
+        assert!(slots.take("::ffff:192.0.2.7".parse().unwrap()).is_none());
+        // Another address has its own places.
+        let other = slots.take(b).unwrap();
+        assert_eq!((slots.held(a), slots.held(b)), (2, 1));
+        drop(one);
+        assert_eq!(slots.held(a), 1);
+        let _three = slots.take(a).unwrap();
+        drop((two, other));
+        assert_eq!(slots.held(b), 0);
+        assert_eq!(
+            slots.held.lock().unwrap().len(),
+            1,
+            "empty addresses are forgotten"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_source_counts_by_its_64() {
+        let slots = SourceSlots::new(1);
+        let _held = slots.take("2001:db8:1:2:aaaa::1".parse().unwrap()).unwrap();
+        // Another address in the same /64: the same source.
+        assert!(slots.take("2001:db8:1:2:ffff::9".parse().unwrap()).is_none());
+        // The next /64 over is another.
+        assert!(slots.take("2001:db8:1:3::1".parse().unwrap()).is_some());
+        assert_eq!(
+            source_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn attempts_are_paced_by_count_alone() {
+        // Ten a second in bursts of twenty: enrolment attempts from one address.
+        let mut b = Budget::new(&RateLimit::messages_only(10.0, 20.0), ms(0));
+        for _ in 0..20 {
+            assert_eq!(b.charge(0, ms(0)), Ok(()));
+        }
+        assert_eq!(b.charge(0, ms(0)), Err(ms(100)));
+        assert_eq!(b.charge(0, ms(100)), Ok(()));
     }
 
     #[test]

@@ -5,10 +5,15 @@
 //! heartbeats; the collector tells them of each new set version the moment it sees it. The
 //! pieces:
 //!
-//! - `session` runs one connection: the hello within a deadline counted from accept,
-//!   identity from the certificate only, frame caps checked before allocation, read and idle
-//!   timeouts, the per-agent rate limit with backpressure, in-order answers, revocation.
-//! - `limits` holds the per-agent token buckets ([`limits::Budget`]).
+//! - `session` runs one connection: everything before authentication (TLS handshake, hello,
+//!   and for a connection without a certificate its one enrolment) within a deadline counted
+//!   from accept, identity from the certificate only, frame caps checked before allocation,
+//!   read and idle timeouts, the per-agent rate limit with backpressure, in-order answers,
+//!   revocation, and a lingering close so that the last frames reach the agent.
+//! - `limits` holds the per-agent token buckets ([`limits::Budget`]) and the per-source caps
+//!   on connections that have not authenticated ([`limits::SourceSlots`]).
+//! - `registry` holds each agent's live sessions, at most `max_sessions_per_agent`: a new one
+//!   replaces the oldest.
 //! - `distribute` decides what a fetch gets ([`distribute::plan`]) and shares each built set
 //!   file between sessions.
 //! - `db` keeps SQLite off the async workers: one writer thread that commits many sessions'
@@ -18,7 +23,17 @@
 //!
 //! Three background tasks watch the database: the revoked agents and each channel's current
 //! set version (every `poll_every`, so a revocation or a publish from the command line reaches
-//! live sessions within about that), and the periodic alarms (every `alarm_every`).
+//! live sessions within about that), and the periodic alarms (every `alarm_every`). When the
+//! revoked agents cannot be read for `blind_after`, the channel fails closed: every agent
+//! session is closed and none is admitted until a read succeeds, so a revocation is never
+//! silently ignored.
+//!
+//! What a connection may hold, and when it gives it back: a session permit (`max_sessions`)
+//! for its whole life; a handshake permit (`max_handshakes`) until its TLS handshake completes;
+//! a place among its source address's unauthenticated connections (`max_handshakes_per_ip`)
+//! until it is welcomed as an enrolled agent; and, without a client certificate, an enrolling
+//! permit (`max_enrolling`) until it closes. Connections that cannot get one are closed. So
+//! clients that never authenticate cannot take the places enrolled agents need to reconnect.
 //!
 //! Architecture invariant: an agent's identity is the key its verified client certificate
 //! certifies, never a field of a message; and every limit (frame size, rate, timeouts, session
@@ -28,6 +43,7 @@ pub mod alarms;
 pub mod db;
 pub mod distribute;
 pub mod limits;
+mod registry;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -45,11 +61,13 @@ use crate::config::Config;
 use crate::datadir::{self, DataDir};
 use crate::export::Current;
 use crate::pki::Pki;
+use crate::reports::Intake;
 use crate::{parse_duration, CollectorError};
 use alarms::Thresholds;
 use db::{Job, Readers, WriterContext};
 use distribute::FrameCache;
-use limits::{Budgets, RateLimit};
+use limits::{Budgets, RateLimit, SourceSlots};
+use registry::Registry;
 
 /// Jobs queued for the writer before sessions wait.
 const WRITE_QUEUE: usize = 4_096;
@@ -59,7 +77,8 @@ const WRITE_QUEUE: usize = 4_096;
 pub struct Settings {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// TLS handshake and hello, from accept.
+    /// TLS handshake and hello, from accept; for a connection without a client certificate,
+    /// its whole enrolment.
     pub hello_timeout: Duration,
     /// A frame's body once its length was read; and each write to a slow reader.
     pub read_timeout: Duration,
@@ -67,8 +86,18 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// The most sessions at once.
     pub max_sessions: usize,
-    /// The most unauthenticated connections at once.
+    /// The most connections in their TLS handshake at once.
     pub max_handshakes: usize,
+    /// The most unauthenticated connections at once from one source address.
+    pub max_handshakes_per_ip: usize,
+    /// The most connections without a client certificate (enrolling) at once.
+    pub max_enrolling: usize,
+    /// Live sessions per agent; a new one past it replaces the oldest.
+    pub max_sessions_per_agent: usize,
+    /// Enrolment attempts per source address (messages only).
+    pub enrolment_rate: RateLimit,
+    /// The limits sightings batches are stored under.
+    pub intake: Intake,
     /// Each agent's rate limit.
     pub rate: RateLimit,
     /// Refused frames in a row before the session is closed.
@@ -79,6 +108,9 @@ pub struct Settings {
     pub cert_lifetime: u64,
     /// How often the revoked set and the current versions are read.
     pub poll_every: Duration,
+    /// How long the revoked set may stay unreadable before every agent session is closed and
+    /// new ones are refused (until a read succeeds).
+    pub blind_after: Duration,
     /// How often quiet and lagging agents are looked for.
     pub alarm_every: Duration,
     /// How often, at most, a session records that its agent was seen.
@@ -126,6 +158,18 @@ impl Settings {
             idle_timeout: dur("idle_timeout", &c.idle_timeout)?,
             max_sessions: positive("max_sessions", c.max_sessions.into())? as usize,
             max_handshakes: positive("max_handshakes", c.max_handshakes.into())? as usize,
+            max_handshakes_per_ip: positive("max_handshakes_per_ip", c.max_handshakes_per_ip.into())?
+                as usize,
+            max_enrolling: positive("max_enrolling", c.max_enrolling.into())? as usize,
+            max_sessions_per_agent: positive("max_sessions_per_agent", c.max_sessions_per_agent.into())?
+                as usize,
+            enrolment_rate: RateLimit::messages_only(
+                positive("enrolments_per_second", c.enrolments_per_second.into())? as f64,
+                positive("enrolment_burst", c.enrolment_burst.into())? as f64,
+            ),
+            intake: Intake {
+                max_sightings_per_agent: positive("max_sightings_per_agent", c.max_sightings_per_agent)?,
+            },
             rate: RateLimit {
                 messages_per_second: positive("messages_per_second", c.messages_per_second.into())? as f64,
                 message_burst: positive("message_burst", c.message_burst.into())? as f64,
@@ -139,6 +183,7 @@ impl Settings {
             },
             cert_lifetime: cfg.enrolment(path)?.cert_lifetime,
             poll_every: Duration::from_millis(500),
+            blind_after: Duration::from_secs(10),
             alarm_every: Duration::from_secs(10),
             seen_every: Duration::from_secs(5),
         })
@@ -160,6 +205,18 @@ pub(crate) struct Shared {
     cache: FrameCache,
     sessions: Arc<Semaphore>,
     handshakes: Arc<Semaphore>,
+    /// Connections without a client certificate, past their handshake.
+    enrolling: Arc<Semaphore>,
+    /// Unauthenticated connections per source address.
+    sources: Arc<SourceSlots>,
+    /// Enrolment attempts per source address.
+    enrol_attempts: Budgets,
+    /// Each agent's live sessions.
+    registry: Arc<Registry>,
+    /// Whether the revoked set has gone unread for too long (then no agent session runs).
+    blind: watch::Sender<bool>,
+    /// The channels this collector serves, sorted.
+    channels: Vec<String>,
     started: Instant,
 }
 
@@ -220,6 +277,8 @@ impl Server {
             pki,
             cert_lifetime: settings.cert_lifetime,
             thresholds: settings.thresholds,
+            channels: channels.clone(),
+            intake: settings.intake,
         };
         db::spawn_writer(dir.store()?, ctx, db_rx).map_err(CollectorError::io(dir.path()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -253,6 +312,12 @@ impl Server {
             budgets: Budgets::new(settings.rate),
             sessions: Arc::new(Semaphore::new(settings.max_sessions)),
             handshakes: Arc::new(Semaphore::new(settings.max_handshakes)),
+            enrolling: Arc::new(Semaphore::new(settings.max_enrolling)),
+            sources: SourceSlots::new(settings.max_handshakes_per_ip),
+            enrol_attempts: Budgets::new(settings.enrolment_rate),
+            registry: Registry::new(settings.max_sessions_per_agent),
+            blind: watch::channel(false).0,
+            channels: channels.clone(),
             settings,
             dir,
             acceptor,
@@ -307,7 +372,10 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let accepted = Instant::now();
-        // Over either cap, the connection is closed at once, before any TLS work.
+        // Over any cap, the connection is closed at once, before any TLS work.
+        let Some(source) = shared.sources.take(peer.ip()) else {
+            continue;
+        };
         let Ok(session) = shared.sessions.clone().try_acquire_owned() else {
             continue;
         };
@@ -315,42 +383,118 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(session::run(
-            shared.clone(),
-            tcp,
-            peer,
-            accepted,
+        let admission = session::Admission {
             session,
             handshake,
-        ));
+            source,
+        };
+        tokio::spawn(session::run(shared.clone(), tcp, peer, accepted, admission));
+    }
+}
+
+/// When the revoked set was last read, and whether the channel has gone blind: a pure clock
+/// (offsets since the server started, as arguments), so that when the channel fails closed is
+/// tested without a database. Time rather than a count of failures: a read that hangs, or fails
+/// slowly, counts as much as one that fails at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watchdog {
+    /// How long the revoked set may go unread.
+    after: Duration,
+    /// When it was last read.
+    last_read: Duration,
+    blind: bool,
+}
+
+impl Watchdog {
+    /// Read at `now`; blind once nothing more is read for `after`.
+    fn new(after: Duration, now: Duration) -> Watchdog {
+        Watchdog {
+            after,
+            last_read: now,
+            blind: false,
+        }
+    }
+
+    /// When the channel goes blind unless a read succeeds first.
+    fn deadline(&self) -> Duration {
+        self.last_read.saturating_add(self.after)
+    }
+
+    /// No read succeeded by `now`; `true` when that makes the channel blind (once).
+    fn unread(&mut self, now: Duration) -> bool {
+        if !self.blind && now >= self.deadline() {
+            self.blind = true;
+            return true;
+        }
+        false
+    }
+
+    /// A read succeeded at `now`; `true` when the channel was blind until now.
+    fn read(&mut self, now: Duration) -> bool {
+        self.last_read = self.last_read.max(now);
+        std::mem::replace(&mut self.blind, false)
     }
 }
 
 /// Reads the revoked set and the channels' state every `poll_every`, and publishes changes to
-/// the sessions.
+/// the sessions. When no read succeeds for `blind_after` (the reads fail, or one hangs), the
+/// channel fails closed (see the module documentation) until one does.
 async fn watch_state(shared: Arc<Shared>, channels: Vec<String>) {
-    let mut every = tokio::time::interval(shared.settings.poll_every);
+    let s = &shared.settings;
+    let mut every = tokio::time::interval(s.poll_every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = Watchdog::new(s.blind_after, shared.clock());
     let mut failing = false;
+    let go_blind = |why: &str| {
+        eprintln!(
+            "picket-collector: error: agent channel: revocations unread for {} s ({why}): closing every agent session and admitting none until they can be read",
+            s.blind_after.as_secs()
+        );
+        shared.blind.send_replace(true);
+    };
     loop {
         every.tick().await;
         let names = channels.clone();
         let readers = shared.readers.clone();
-        let state = tokio::task::spawn_blocking(move || read_state(&readers, &names)).await;
+        let read = tokio::task::spawn_blocking(move || read_state(&readers, &names));
+        tokio::pin!(read);
+        // A read that does not finish by the deadline makes the channel blind all the same.
+        let state = loop {
+            let deadline = shared.started + watchdog.deadline();
+            tokio::select! {
+                r = &mut read => break r,
+                () = tokio::time::sleep_until(deadline), if !watchdog.blind => {
+                    if watchdog.unread(shared.clock()) {
+                        go_blind("a read has not finished");
+                    }
+                }
+            }
+        };
+        let state = match state {
+            Ok(read) => read.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the read did not finish: {e}")),
+        };
         let (revoked, current) = match state {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+            Ok(s) => s,
+            Err(why) => {
                 if !failing {
                     eprintln!(
-                        "picket-collector: error: agent channel: reading revocations and set versions: {e}"
+                        "picket-collector: error: agent channel: reading revocations and set versions: {why}"
                     );
                 }
                 failing = true;
+                if watchdog.unread(shared.clock()) {
+                    go_blind(&why);
+                }
                 continue;
             }
-            Err(_) => continue,
         };
         failing = false;
+        if watchdog.read(shared.clock()) {
+            eprintln!(
+                "picket-collector: agent channel: revocations readable again; admitting agent sessions"
+            );
+        }
         shared.revoked.send_if_modified(|r| {
             if **r != revoked {
                 *r = Arc::new(revoked);
@@ -359,6 +503,8 @@ async fn watch_state(shared: Arc<Shared>, channels: Vec<String>) {
                 false
             }
         });
+        // Only once the revoked set is up to date are sessions admitted again.
+        shared.blind.send_if_modified(|b| std::mem::replace(b, false));
         for (name, cur) in channels.iter().zip(current) {
             let Some(tx) = shared.versions.get(name) else {
                 continue;
@@ -388,5 +534,35 @@ async fn tick(shared: Arc<Shared>) {
             return;
         }
         shared.budgets.prune(shared.clock());
+        shared.enrol_attempts.prune(shared.clock());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_goes_blind_when_nothing_was_read_for_a_while_and_sees_again_after_one_read() {
+        let s = Duration::from_secs;
+        let mut w = Watchdog::new(s(10), s(100));
+        assert_eq!(w.deadline(), s(110));
+        // Failures, or a read still running, before the deadline: not yet.
+        assert!(!w.unread(s(105)));
+        assert!(!w.unread(s(109)));
+        // A read in between starts the wait again.
+        assert!(!w.read(s(109)));
+        assert!(!w.unread(s(118)));
+        assert!(w.unread(s(119)), "ten seconds since the last read");
+        assert!(w.blind);
+        // Said once, however long it lasts.
+        assert!(!w.unread(s(500)));
+        assert!(w.read(s(501)), "the first read that succeeds");
+        assert!(!w.blind);
+        assert!(!w.read(s(502)));
+        assert_eq!(w.deadline(), s(512));
+        // A clock that went backwards does not move the last read back.
+        assert!(!w.read(s(400)));
+        assert_eq!(w.deadline(), s(512));
     }
 }
