@@ -27,12 +27,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use picket_proto::wire::{self, ClientMsg, Fetch, ServerMsg};
+use picket_proto::wire::{self, ClientMsg, ErrorCode, Fetch, ServerMsg};
 use picket_proto::{EnrollToken, Limits, TrustAnchor};
 
 use crate::config::Config;
-use crate::link::{self, cert, tls, LinkError};
+use crate::link::{self, backoff, cert, tls, LinkError};
 use crate::store::{write_atomically, Expected, Imported, StateDir};
 
 /// Where the machine id is looked for when no file is named, in order.
@@ -49,6 +50,16 @@ pub const TRUST_FILE: &str = "trust.pub";
 pub const MACHINE_ID_FILE: &str = "machine-id";
 /// The configuration written for `picket-agent run`.
 pub const CONFIG_FILE: &str = "agent.toml";
+/// How many times enrolment is retried when the collector asks the agent to wait.
+const ENROL_RETRIES: u32 = 8;
+/// The longest single wait between those retries.
+const ENROL_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a failed enrolment may succeed if tried again after the wait the collector asked for.
+fn retryable(e: &LinkError) -> bool {
+    matches!(e.code(), Some(ErrorCode::RateLimited) | Some(ErrorCode::Internal)) && e.retry_after().is_some()
+}
+
 /// The longest machine id accepted (a systemd id is 32 hex digits).
 const MAX_MACHINE_ID: usize = 256;
 
@@ -192,14 +203,36 @@ pub fn enroll(opts: &EnrollOptions) -> Result<EnrolledAgent, LinkError> {
         .enable_all()
         .build()
         .map_err(|e| LinkError::Invalid(format!("starting the network runtime: {e}")))?;
-    let got = runtime.block_on(link::enroll(
-        &opts.collector,
-        &server_name,
-        &opts.token,
-        ca_der.as_ref().map(|d| d.as_ref()),
-        &machine_id,
-        &opts.channel,
-    ))?;
+    // A collector pacing enrolments (many hosts of one site behind one address, a rollout wave
+    // starting at once) answers RateLimited or Internal with a wait: honour it, with jitter, a
+    // few times before giving up. Any other refusal is final.
+    let mut attempt = 0;
+    let got = loop {
+        let result = runtime.block_on(link::enroll(
+            &opts.collector,
+            &server_name,
+            &opts.token,
+            ca_der.as_ref().map(|d| d.as_ref()),
+            &machine_id,
+            &opts.channel,
+        ));
+        match result {
+            Err(e) if attempt < ENROL_RETRIES && retryable(&e) => {
+                let asked = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(ENROL_MAX_WAIT);
+                let wait = asked + backoff::full_jitter(asked, backoff::random_u64());
+                eprintln!(
+                    "picket-agent: the collector asks to wait ({e}); retrying in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            other => break other?,
+        }
+    };
 
     // The token is spent: write everything, the configuration last.
     fs::create_dir_all(&state).map_err(|e| LinkError::file(&state)(e.to_string()))?;

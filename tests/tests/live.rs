@@ -24,7 +24,23 @@ struct Live {
 impl Live {
     /// Inits a collector, publishes a first set holding `first`, and starts serving.
     fn start(first: &[&str]) -> Live {
+        Live::start_with(first, &[])
+    }
+
+    /// As [`Live::start`], with `[channel]` keys of picket.toml set to other values first.
+    fn start_with(first: &[&str], channel: &[(&str, &str)]) -> Live {
         let c = Collector::init();
+        let config = c.data.join("picket.toml");
+        let mut text = fs::read_to_string(&config).unwrap();
+        for (key, value) in channel {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("no {key} in picket.toml"))
+                .to_owned();
+            text = text.replace(&line, &format!("{key} = {value}"));
+        }
+        fs::write(&config, text).unwrap();
         fs::rename(c.root_key(), c.tmp.path().join("offline.key")).unwrap();
         c.ingest_list("first.txt", first);
         c.publish(&[]);
@@ -536,4 +552,42 @@ fn an_agent_whose_set_is_over_its_memory_limit_stays_up_and_takes_a_set_that_fit
     );
     assert_eq!(agent.set_version(), Some(2));
     assert_eq!(daemon_set(&agent.state), (Some(2), None));
+}
+
+#[test]
+fn hosts_enrolling_at_once_behind_one_address_wait_their_turn_and_all_enrol() {
+    // One enrolment a second per address: a wave of hosts behind one NAT is paced, and each
+    // host waits as the collector asks instead of failing.
+    let live = Live::start_with(
+        &[DECOY],
+        &[("enrolments_per_second", "1"), ("enrolment_burst", "1")],
+    );
+    let token = live.token(&["--uses", "4"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = tmp.path().join(format!("host{i}"));
+            fs::create_dir_all(&dir).unwrap();
+            let (_, _, args) = Agent::enroll_args(&live, &dir, &token);
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run("picket-agent", &args)
+            })
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+    for out in &outs {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        outs.iter()
+            .any(|o| String::from_utf8_lossy(&o.stderr).contains("asks to wait")),
+        "at least one host was paced"
+    );
+    assert_eq!(live.agents().len(), 4);
 }
