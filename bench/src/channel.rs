@@ -918,6 +918,25 @@ fn init(bin: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     let mut cmd = Command::new(bin);
     cmd.arg("init").arg("--data").arg(&data).args(["--org", "bench"]);
     run_child(&mut cmd, "picket-collector init")?;
+    // Every simulated agent connects from 127.0.0.1, where a real fleet comes from many
+    // addresses: the per-address limits on unauthenticated connections and enrolments would
+    // pace the set-up, which is not what is measured. Everything else keeps its default.
+    let config = data.join("picket.toml");
+    let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    let mut raised = text.clone();
+    for (key, value) in [
+        ("max_handshakes_per_ip", "4096"),
+        ("max_enrolling", "1024"),
+        ("enrolments_per_second", "100000"),
+        ("enrolment_burst", "100000"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .with_context(|| format!("no {key} in {}", config.display()))?;
+        raised = raised.replace(line, &format!("{key} = {value}"));
+    }
+    std::fs::write(&config, raised).with_context(|| format!("writing {}", config.display()))?;
     let key = dir.join(format!("{name}.root-OFFLINE.key"));
     std::fs::remove_file(&key).with_context(|| format!("removing the root key {}", key.display()))?;
     Ok(data)

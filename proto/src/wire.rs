@@ -101,8 +101,9 @@ pub enum ServerMsg {
         /// Sequence number.
         seq: u64,
     },
-    /// Something was wrong; the collector closes the session after sending it unless `code` is
-    /// [`ErrorCode::RateLimited`].
+    /// Something was wrong; the collector closes the session after sending it, except for
+    /// [`ErrorCode::RateLimited`] on an enrolled agent's session (which stays open: wait
+    /// `retry_after_ms`, then resend). Before enrolment every error closes the session.
     Error(WireError),
 }
 
