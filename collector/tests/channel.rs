@@ -989,7 +989,9 @@ async fn one_address_holds_at_most_its_share_of_unauthenticated_connections() {
     let fx = Fixture::new(|s| {
         s.max_handshakes_per_ip = 2;
         s.max_sessions_per_agent = 4;
-        s.hello_timeout = Duration::from_secs(3);
+        // Long, so that a close at accept (what is tested) cannot be mistaken for the hello
+        // deadline however loaded the machine is.
+        s.hello_timeout = Duration::from_secs(10);
     });
     let agent = enrol(&fx, &fx.token(), [1; 32]).await;
     // Authenticated sessions give their place back once welcomed: three at once from one
@@ -1006,11 +1008,14 @@ async fn one_address_holds_at_most_its_share_of_unauthenticated_connections() {
     let mut third = TcpStream::connect(fx.addr()).await.unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(8), third.read(&mut buf))
         .await
         .unwrap();
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "closed at accept, not at the hello deadline"
+    );
     // The sessions already in are untouched.
     for conn in live.iter_mut() {
         fetched(conn).await;

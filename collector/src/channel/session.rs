@@ -502,6 +502,9 @@ pub(crate) async fn run(
     if *shared.blind.borrow() {
         return close(tls, Some(blind_error())).await;
     }
+    // Authenticated: no longer counted against its source address. Given back before the
+    // Welcome goes out, so that an agent holding its Welcome can count on the place being free.
+    drop(source);
     // A live session of its agent from here: a newer one past the cap replaces the oldest.
     let ticket = shared.registry.admit(&row.id);
     let welcome = ServerMsg::Welcome(Welcome {
@@ -517,8 +520,6 @@ pub(crate) async fn run(
     ) {
         return;
     }
-    // Authenticated: no longer counted against its source address.
-    drop(source);
     agent_session(shared, row, key, validity, hello, tls, ticket).await;
 }
 
