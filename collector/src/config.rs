@@ -36,6 +36,75 @@ pub struct Config {
     /// [`AgentChannelConfig`]).
     #[serde(default)]
     pub channel: AgentChannelConfig,
+    /// `[[community]]`: the communities sightings are shared with, each with its own policy
+    /// (see [`CommunityConfig`]). None by default: nothing is shared.
+    #[serde(default, rename = "community", skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<CommunityConfig>,
+}
+
+/// `[[community]]`: one community sightings may be shared with, and the policy that decides
+/// what reaches it. Whatever is configured here, TLP:RED and TLP:AMBER+STRICT never leave, and
+/// nothing about an indicator leaves before `k` distinct organisations have seen it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunityConfig {
+    /// The community's name (letters, digits, `-` and `_`): it names the community's secret,
+    /// `DIR/keys/community-<name>.key`, from which its sighting ids are derived.
+    pub name: String,
+    /// The most restricted TLP the community may receive (`clear`, `green`, `amber`; default
+    /// `amber`). A sighting of an indicator above it is not shared; a shared sighting carries
+    /// the stricter of its indicator's TLP and this.
+    #[serde(default = "default_community_tlp")]
+    pub tlp_ceiling: String,
+    /// Who the community learns saw it: `none` (no one is named), `sector` (an identity for
+    /// `sector`, the sector alone), or `organisation` (this organisation, by its `org` name).
+    #[serde(default = "default_disclosure")]
+    pub disclosure: String,
+    /// The sector named when `disclosure = "sector"` (for example `financial-services`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// How many distinct organisations must have seen an indicator before anything about it
+    /// (sightings, false-positive marks) is shared (at least 2; default 3). This organisation
+    /// counts once however many of its agents saw it.
+    #[serde(default = "default_k")]
+    pub k: u32,
+    /// Shared times are coarsened onto boundaries of this length (`1h`): first seen rounded
+    /// down, last seen up.
+    #[serde(default = "default_time_bucket")]
+    pub time_bucket: String,
+    /// Counts are shared as the lower bound of the band they fall in (`[1, 10, 100, 1000]`:
+    /// 37 sightings are shared as 10), so a count never tells the size of the fleet.
+    #[serde(default = "default_count_bands")]
+    pub count_bands: Vec<u64>,
+    /// Nothing sighted later than this long ago is shared yet (`0s`).
+    #[serde(default = "default_delay")]
+    pub delay: String,
+    /// The TLP marking definitions used: `2.0` (default) or `1.0`, for members whose tools
+    /// know only TLP 1.0.
+    #[serde(default = "default_marking")]
+    pub marking: String,
+}
+
+fn default_community_tlp() -> String {
+    "amber".into()
+}
+fn default_disclosure() -> String {
+    "none".into()
+}
+fn default_k() -> u32 {
+    3
+}
+fn default_time_bucket() -> String {
+    "1h".into()
+}
+fn default_count_bands() -> Vec<u64> {
+    vec![1, 10, 100, 1000]
+}
+fn default_delay() -> String {
+    "0s".into()
+}
+fn default_marking() -> String {
+    "2.0".into()
 }
 
 /// `[channel]`: the agent channel `serve` runs (every limit is enforced by the collector).
@@ -263,6 +332,16 @@ impl Config {
         cfg.enrolment(path)?;
         cfg.tls_files(Path::new("."), path)?;
         crate::channel::Settings::from_config(&cfg, path)?;
+        for c in &cfg.communities {
+            crate::share::Community::from_config(c, path)?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(c) = cfg.communities.iter().find(|c| !names.insert(c.name.as_str())) {
+            return Err(CollectorError::Config {
+                path: path.to_owned(),
+                problem: format!("community {:?} is configured twice", c.name),
+            });
+        }
         Ok(cfg)
     }
 
@@ -363,6 +442,7 @@ impl Config {
             tls: TlsConfig::default(),
             enrolment: EnrolmentConfig::default(),
             channel: AgentChannelConfig::default(),
+            communities: Vec::new(),
         }
     }
 }
@@ -381,6 +461,40 @@ mod tests {
         let err = Config::load(&p).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
         assert!(err.contains("picket.toml"), "{err}");
+    }
+
+    #[test]
+    fn communities_take_defaults_and_refuse_unknown_keys_and_small_k() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("picket.toml");
+        let base = toml::to_string(&Config::initial("Org", Path::new("/x"))).unwrap();
+        std::fs::write(&p, format!("{base}\n[[community]]\nname = \"isac\"\n")).unwrap();
+        let c = &Config::load(&p).unwrap().communities[0];
+        assert_eq!(
+            (
+                c.tlp_ceiling.as_str(),
+                c.disclosure.as_str(),
+                c.k,
+                c.time_bucket.as_str()
+            ),
+            ("amber", "none", 3, "1h")
+        );
+        assert_eq!(
+            (c.count_bands.clone(), c.delay.as_str(), c.marking.as_str()),
+            (vec![1, 10, 100, 1000], "0s", "2.0")
+        );
+        for (extra, expected) in [
+            ("name = \"isac\"\nsecret = 1", "secret"),
+            ("name = \"isac\"\nk = 1", "community \"isac\": k: 1 is below 2"),
+            (
+                "name = \"isac\"\n[[community]]\nname = \"isac\"",
+                "configured twice",
+            ),
+        ] {
+            std::fs::write(&p, format!("{base}\n[[community]]\n{extra}\n")).unwrap();
+            let err = Config::load(&p).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("picket.toml"), "{err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! DIR/picket.toml        configuration (see config.rs)
 //! DIR/picket.db          SQLite store
 //! DIR/root.pub           trust anchor for agents (no secret)
-//! DIR/keys/              online keys, 0700; each file 0600: <role>-<key id>.key
+//! DIR/keys/              online keys, 0700; each file 0600: <role>-<key id>.key, and one
+//!                        secret per community, community-<name>.key (32 random bytes), from
+//!                        which the ids of what is shared with it are derived
 //! DIR/tls/               the agent channel's CA and server certificate (see pki.rs)
 //! ```
 //!
@@ -32,6 +34,9 @@ pub const DB: &str = "picket.db";
 pub const ANCHOR: &str = "root.pub";
 /// The online keys' folder.
 pub const KEYS: &str = "keys";
+
+/// How a community secret's file name starts, in `keys/`.
+pub const COMMUNITY_KEY_PREFIX: &str = "community-";
 
 /// Root envelopes by version, oldest first.
 pub type RootChain = Vec<(u64, Vec<u8>)>;
@@ -263,7 +268,11 @@ impl DataDir {
         let dir = self.path.join(KEYS);
         for entry in fs::read_dir(&dir).map_err(CollectorError::io(&dir))? {
             let path = entry.map_err(CollectorError::io(&dir))?.path();
-            if path.extension().is_none_or(|e| e != "key") {
+            // Community secrets (`community-<name>.key`) are raw bytes, not signing keys.
+            let community = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(COMMUNITY_KEY_PREFIX));
+            if path.extension().is_none_or(|e| e != "key") || community {
                 continue;
             }
             let text = fs::read_to_string(&path).map_err(CollectorError::io(&path))?;
@@ -310,6 +319,51 @@ impl DataDir {
             0o644,
         )?;
         Ok(root)
+    }
+
+    /// The community's secret, `DIR/keys/community-<name>.key`: 32 random bytes, made (0600)
+    /// the first time it is asked for. Ids of what is shared with a community are derived
+    /// from it, so two communities cannot link what they received; losing it only changes the
+    /// ids of future versions. `name` must already have been checked by the configuration.
+    pub fn community_key(&self, name: &str) -> Result<[u8; 32], CollectorError> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CollectorError::Refused(format!(
+                "community {name:?}: a name is letters, digits, - and _"
+            )));
+        }
+        let dir = self.path.join(KEYS);
+        let path = dir.join(format!("{COMMUNITY_KEY_PREFIX}{name}.key"));
+        let read = |path: &Path| -> Result<[u8; 32], CollectorError> {
+            let bytes = fs::read(path).map_err(CollectorError::io(path))?;
+            bytes.as_slice().try_into().map_err(|_| CollectorError::DataDir {
+                path: path.to_owned(),
+                problem: format!("a community secret is 32 bytes, this file holds {}", bytes.len()),
+            })
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(_) => read(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                    .map_err(|_| CollectorError::Refused("the system random generator failed".into()))?;
+                fs::create_dir_all(&dir).map_err(CollectorError::io(&dir))?;
+                match write_new(&path, &key, 0o600) {
+                    Ok(()) => Ok(key),
+                    // Another process made it first: use theirs.
+                    Err(CollectorError::Io { error, .. })
+                        if error.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        read(&path)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(CollectorError::io(&path)(e)),
+        }
     }
 
     /// Root private keys that a process running here could read: any key file in DIR or its
@@ -391,6 +445,27 @@ mod tests {
         .unwrap();
         assert_eq!(dir.readable_root_keys(), vec![data.join("stray.key")]);
         assert!(DataDir::init(&data, "Org", None, 1_000).is_err());
+    }
+
+    #[test]
+    fn a_community_secret_is_made_once_private_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        DataDir::init(&data, "Org", Some(&tmp.path().join("root.key")), 1_000).unwrap();
+        let dir = DataDir::open(&data).unwrap();
+        let a = dir.community_key("isac-1").unwrap();
+        assert_eq!(dir.community_key("isac-1").unwrap(), a);
+        assert_ne!(dir.community_key("other").unwrap(), a);
+        let path = data.join("keys/community-isac-1.key");
+        assert_eq!(fs::read(&path).unwrap(), a);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(dir.community_key("../x").is_err());
+        fs::write(&path, b"short").unwrap();
+        assert!(dir
+            .community_key("isac-1")
+            .unwrap_err()
+            .to_string()
+            .contains("32 bytes"));
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //!   distribution, and the writer that stores what agents report.
 //! - [`reports`] stores sightings batches (once each), heartbeats and alarms about agents, and
 //!   aggregates sightings per indicator.
+//! - [`share`] decides what each community learns about the sightings (TLP, k distinct
+//!   organisations, coarse times, banded counts, a delay, ids unlinkable across communities)
+//!   and writes it as a STIX 2.1 bundle. Pure, under a thin shell for `share preview`.
 //! - [`export`] packs a set version into a set file, for `export-set` and for the channel.
 //!
 //! Architecture invariant: only the collector holds the online signing keys, and the root
@@ -41,6 +44,7 @@ pub mod policy;
 pub mod publish;
 pub mod reports;
 pub mod rootdoc;
+pub mod share;
 pub mod sources;
 pub mod stix;
 pub mod store;

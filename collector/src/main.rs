@@ -160,16 +160,9 @@ enum Command {
         listen: Option<String>,
     },
     /// Sightings reported by agents, aggregated: one line per indicator with the hosts that saw
-    /// it, the total count, first and last seen, the indicator kinds and what it was seen on.
-    Sightings {
-        /// The data directory.
-        #[arg(long)]
-        data: PathBuf,
-        /// One JSON object a line: indicator, hosts, count, first_seen, last_seen (RFC 3339),
-        /// what, observed.
-        #[arg(long)]
-        json: bool,
-    },
+    /// it, the total count, first and last seen, the indicator kinds, what it was seen on, and
+    /// its false-positive mark. `sightings fp` marks false positives.
+    Sightings(SightingsArgs),
     /// Alarms about agents (quiet, sequence-gap, lagging, clone, spool-dropped): the open ones.
     Alarms {
         /// The data directory.
@@ -181,6 +174,26 @@ enum Command {
         /// Cleared alarms too.
         #[arg(long)]
         all: bool,
+    },
+    /// Sharing sightings with communities (`[[community]]` in picket.toml).
+    #[command(subcommand)]
+    Share(ShareCommand),
+}
+
+#[derive(Subcommand)]
+enum ShareCommand {
+    /// Print exactly the STIX 2.1 bundle community NAME would receive now (pretty JSON; one
+    /// line with --json), and on stderr what was held back and why.
+    Preview {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The community's name.
+        #[arg(long, value_name = "NAME")]
+        community: String,
+        /// The bundle on one line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -292,6 +305,48 @@ enum IndicatorsCommand {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `sightings [--json]`, or `sightings fp ...`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SightingsArgs {
+    /// The data directory.
+    #[arg(long, required = true)]
+    data: Option<PathBuf>,
+    /// One JSON object a line: indicator, hosts, count, first_seen, last_seen (RFC 3339),
+    /// what, observed, false_positive (null, or its reason and marked_at).
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<SightingsCommand>,
+}
+
+#[derive(Subcommand)]
+enum SightingsCommand {
+    /// Mark INDICATOR a false positive: every publish from now on leaves it out of every
+    /// channel's set (so agents stop matching it) until `--undo`. `--list` shows the marks.
+    Fp {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Why it is a false positive (shown wherever the mark takes effect; shared with
+        /// communities with the mark, so name no person, host or internal address).
+        #[arg(long, required_unless_present_any = ["undo", "list"], conflicts_with_all = ["undo", "list"])]
+        reason: Option<String>,
+        /// Remove the mark: the next publish puts the indicator back.
+        #[arg(long, conflicts_with = "list")]
+        undo: bool,
+        /// List the marks: indicator, reason, when marked.
+        #[arg(long)]
+        list: bool,
+        /// With --list: one JSON object a line (indicator, reason, marked_at in RFC 3339).
+        #[arg(long, requires = "list")]
+        json: bool,
+        /// The indicator id.
+        #[arg(required_unless_present = "list", conflicts_with = "list")]
+        indicator: Option<String>,
     },
 }
 
@@ -496,6 +551,27 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn share_preview(data: &Path, community: &str, json: bool) -> anyhow::Result<()> {
+    let dir = DataDir::open(data)?;
+    let p = picket_collector::share::preview(&dir, community, now())?;
+    let text = if json {
+        serde_json::to_string(&p.bundle)?
+    } else {
+        serde_json::to_string_pretty(&p.bundle)?
+    };
+    println!("{text}");
+    eprintln!(
+        "community {community}: {} indicator{} shared, {} held back",
+        p.shared,
+        if p.shared == 1 { "" } else { "s" },
+        p.held.len()
+    );
+    for (id, why) in &p.held {
+        eprintln!("  held {id}: {} ({why})", why.tag());
+    }
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -734,8 +810,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { data, batch, listen } => {
             serve(&data, duration("--batch", &batch)?, listen.as_deref())
         }
-        Command::Sightings { data, json } => sightings(&data, json),
+        Command::Sightings(args) => match (args.command, args.data) {
+            (
+                Some(SightingsCommand::Fp {
+                    data,
+                    reason,
+                    undo,
+                    list,
+                    json,
+                    indicator,
+                }),
+                _,
+            ) => false_positive_command(&data, indicator, reason, undo, list, json),
+            (None, Some(data)) => sightings(&data, args.json),
+            (None, None) => bail!("sightings needs --data DIR"),
+        },
         Command::Alarms { data, json, all } => alarms(&data, json, all),
+        Command::Share(ShareCommand::Preview {
+            data,
+            community,
+            json,
+        }) => share_preview(&data, &community, json),
         Command::Allowlist(cmd) => allowlist_command(cmd),
     }
 }
@@ -760,6 +855,11 @@ fn policy(store: &picket_collector::store::Store) -> Result<Policy> {
     Ok(Policy {
         allowlist: store.allowlist()?.into_iter().collect(),
         source_kinds,
+        false_positives: store
+            .false_positives()?
+            .into_iter()
+            .map(|(id, why, _)| (id, why))
+            .collect(),
     })
 }
 
@@ -927,6 +1027,7 @@ fn source_command(cmd: SourceCommand) -> Result<()> {
 fn indicator_json(
     c: &picket_collector::store::Stored,
     status: &Result<(), picket_collector::policy::Excluded>,
+    fp: Option<&(String, i64)>,
 ) -> serde_json::Value {
     let ind = c.record.indicator().ok().flatten();
     serde_json::json!({
@@ -946,23 +1047,32 @@ fn indicator_json(
         "last_seen": c.last_seen,
         "published": status.is_ok(),
         "excluded": status.as_ref().err().map(ToString::to_string),
+        "false_positive": fp.map(|(why, at)| serde_json::json!({"reason": why, "marked_at": rfc3339(*at)})),
     })
 }
 
 fn print_indicator(
     c: &picket_collector::store::Stored,
     status: &Result<(), picket_collector::policy::Excluded>,
+    fp: Option<&(String, i64)>,
     json: bool,
 ) {
     if json {
-        println!("{}", indicator_json(c, status));
+        println!("{}", indicator_json(c, status, fp));
     } else {
         let state = match status {
             Ok(()) => "published".to_owned(),
             Err(why) => format!("left out: {why}"),
         };
+        // A mark is shown even when another reason keeps the indicator out first.
+        let mark = match (fp, status) {
+            (Some(_), Err(picket_collector::policy::Excluded::FalsePositive(_))) | (None, _) => String::new(),
+            (Some((why, at)), _) => {
+                format!(" [marked a false positive {}: {}]", rfc3339(*at), printable(why))
+            }
+        };
         println!(
-            "{} {} {} [{}] sources {} ({state})",
+            "{} {} {} [{}] sources {} ({state}){mark}",
             c.record.id,
             c.value,
             c.tlp,
@@ -972,15 +1082,78 @@ fn print_indicator(
     }
 }
 
+/// The false-positive marks, by indicator id: (reason, marked_at).
+fn false_positive_map(store: &picket_collector::store::Store) -> Result<BTreeMap<String, (String, i64)>> {
+    Ok(store
+        .false_positives()?
+        .into_iter()
+        .map(|(id, why, at)| (id, (why, at)))
+        .collect())
+}
+
+/// `sightings fp`: mark, unmark or list false positives.
+fn false_positive_command(
+    data: &Path,
+    indicator: Option<String>,
+    reason: Option<String>,
+    undo: bool,
+    list: bool,
+    json: bool,
+) -> Result<()> {
+    let dir = DataDir::open(data)?;
+    let mut store = dir.store()?;
+    if list {
+        for (id, why, at) in store.false_positives()? {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"indicator": id, "reason": why, "marked_at": rfc3339(at)})
+                );
+            } else {
+                println!("{} marked {}: {}", printable(&id), rfc3339(at), printable(&why));
+            }
+        }
+        return Ok(());
+    }
+    let id = indicator.context("give the indicator id (or --list)")?;
+    if undo {
+        if store.unmark_false_positive(&id)? {
+            println!("{id} is no longer marked a false positive; the next publish puts it back in the sets");
+            return Ok(());
+        }
+        if store.indicator(&id)?.is_none() {
+            bail!("no indicator {id:?} is stored (`indicators search` finds ids)");
+        }
+        bail!("indicator {id} is not marked a false positive (`sightings fp --list` shows the marks)");
+    }
+    let reason = reason.context("--reason TEXT: say why it is a false positive")?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().any(char::is_control) || reason.chars().count() > 500 {
+        bail!("--reason: 1 to 500 characters, no control characters");
+    }
+    let earlier = store.mark_false_positive(&id, reason, now())?;
+    match earlier {
+        Some(old) => println!(
+            "{id} stays marked a false positive, now for: {reason} (was: {old}); the next publish leaves it out of every set"
+        ),
+        None => println!(
+            "marked {id} a false positive ({reason}); the next publish leaves it out of every set"
+        ),
+    }
+    Ok(())
+}
+
 fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
     match cmd {
         IndicatorsCommand::List { data, json } => {
             let dir = DataDir::open(&data)?;
             let store = dir.store()?;
             let (policy, ceiling) = publish_view(&dir, &store)?;
+            let fps = false_positive_map(&store)?;
             let now = now();
             for c in store.candidates()? {
-                print_indicator(&c, &policy.decide(&Candidate::of(&c), now, ceiling), json);
+                let status = policy.decide(&Candidate::of(&c), now, ceiling);
+                print_indicator(&c, &status, fps.get(&c.record.id), json);
             }
             Ok(())
         }
@@ -988,12 +1161,14 @@ fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
             let dir = DataDir::open(&data)?;
             let store = dir.store()?;
             let (policy, ceiling) = publish_view(&dir, &store)?;
+            let fps = false_positive_map(&store)?;
             let now = now();
             let needle = text.to_lowercase();
             for c in store.candidates()? {
                 let hay = format!("{} {} {}", c.record.id, c.value, c.sources.join(" ")).to_lowercase();
                 if hay.contains(&needle) {
-                    print_indicator(&c, &policy.decide(&Candidate::of(&c), now, ceiling), json);
+                    let status = policy.decide(&Candidate::of(&c), now, ceiling);
+                    print_indicator(&c, &status, fps.get(&c.record.id), json);
                 }
             }
             Ok(())
@@ -1006,10 +1181,11 @@ fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
                 .indicator(&id)?
                 .with_context(|| format!("no indicator {id}"))?;
             let status = policy.decide(&Candidate::of(&c), now(), ceiling);
+            let fp = store.false_positive(&id)?;
             if json {
-                println!("{}", indicator_json(&c, &status));
+                println!("{}", indicator_json(&c, &status, fp.as_ref()));
             } else {
-                let v = indicator_json(&c, &status);
+                let v = indicator_json(&c, &status, fp.as_ref());
                 if let Some(map) = v.as_object() {
                     for (k, v) in map {
                         println!("{k}: {v}");
@@ -1594,7 +1770,10 @@ fn sync_loop(data: &Path, dir: DataDir, batch: u64) -> Result<()> {
 /// `sightings`: one line (or JSON object) per indicator.
 fn sightings(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
-    for s in dir.store()?.sightings_by_indicator()? {
+    let store = dir.store()?;
+    let fps = false_positive_map(&store)?;
+    for s in store.sightings_by_indicator()? {
+        let fp = fps.get(&s.indicator);
         if json {
             println!(
                 "{}",
@@ -1602,19 +1781,25 @@ fn sightings(data: &Path, json: bool) -> Result<()> {
                     "indicator": s.indicator, "hosts": s.hosts, "count": s.count,
                     "first_seen": rfc3339(s.first_seen), "last_seen": rfc3339(s.last_seen),
                     "what": s.what, "observed": s.observed,
+                    "false_positive": fp.map(|(why, at)| serde_json::json!({"reason": why, "marked_at": rfc3339(*at)})),
                 })
             );
         } else {
             // Agents chose these strings: no control characters reach the terminal.
             println!(
-                "{} hosts={} count={} first={} last={} what={} observed={}",
+                "{} hosts={} count={} first={} last={} what={} observed={}{}",
                 printable(&s.indicator),
                 s.hosts,
                 s.count,
                 rfc3339(s.first_seen),
                 rfc3339(s.last_seen),
                 printable(&s.what.join(",")),
-                printable(&s.observed.join(","))
+                printable(&s.observed.join(",")),
+                fp.map_or_else(String::new, |(why, at)| format!(
+                    " FALSE POSITIVE (marked {}: {})",
+                    rfc3339(*at),
+                    printable(why)
+                ))
             );
         }
     }

@@ -1,9 +1,10 @@
 //! What reaches endpoints: the pure decision, per indicator, of whether it goes into a set and,
 //! if not, why. Nothing here reads the store or the clock.
 //!
-//! An indicator is left out when it is revoked, expired or not yet valid, above the channel's
-//! TLP ceiling, on an allowlist (built in, or the operator's), or of an observable kind that
-//! none of the sources carrying it may put on endpoints. By default a source may send file
+//! An indicator is left out when it is revoked, expired or not yet valid, marked a false
+//! positive by the operator (fleet-wide: no channel carries it), above the channel's TLP
+//! ceiling, on an allowlist (built in, or the operator's), or of an observable kind that none
+//! of the sources carrying it may put on endpoints. By default a source may send file
 //! hashes and remote addresses only; names, globs, paths and command-line substrings come only
 //! from sources the operator marks trusted, since otherwise any feed could turn the fleet into a
 //! search engine for a leaked document or a person's files.
@@ -61,6 +62,8 @@ pub enum Excluded {
     Expired,
     /// Before its valid_from.
     NotYetValid,
+    /// Marked a false positive by the operator, with the reason.
+    FalsePositive(String),
     /// Above the channel's TLP ceiling.
     AboveTlpCeiling(Tlp),
     /// On an allowlist, with the reason.
@@ -75,6 +78,7 @@ impl fmt::Display for Excluded {
             Excluded::Revoked => f.write_str("revoked by its source"),
             Excluded::Expired => f.write_str("expired"),
             Excluded::NotYetValid => f.write_str("not yet valid"),
+            Excluded::FalsePositive(why) => write!(f, "marked a false positive ({why})"),
             Excluded::AboveTlpCeiling(t) => write!(f, "{t} is above the channel's TLP ceiling"),
             Excluded::Allowlisted(why) => write!(f, "allowlisted ({why})"),
             Excluded::KindNotAllowed(k) => {
@@ -92,6 +96,7 @@ impl Excluded {
             Excluded::Revoked => "revoked",
             Excluded::Expired => "expired",
             Excluded::NotYetValid => "not yet valid",
+            Excluded::FalsePositive(_) => "false positive",
             Excluded::AboveTlpCeiling(_) => "above the TLP ceiling",
             Excluded::Allowlisted(_) => "allowlisted",
             Excluded::KindNotAllowed(_) => "kind not allowed from its sources",
@@ -102,6 +107,8 @@ impl Excluded {
 /// What the decision needs to know of one stored indicator.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
+    /// The indicator id.
+    pub id: &'a str,
     /// The canonical value.
     pub value: &'a str,
     /// The observable kind name.
@@ -141,6 +148,7 @@ impl<'a> Candidate<'a> {
             _ => "unknown",
         };
         Candidate {
+            id: &s.record.id,
             value: &s.value,
             kind,
             tlp: s.tlp,
@@ -160,6 +168,8 @@ pub struct Policy {
     /// Per registered source, the kinds it may send. A source not registered gets
     /// [`DEFAULT_KINDS`].
     pub source_kinds: BTreeMap<String, BTreeSet<String>>,
+    /// The operator's false-positive marks: indicator id to reason.
+    pub false_positives: BTreeMap<String, String>,
 }
 
 impl Policy {
@@ -173,6 +183,9 @@ impl Policy {
         }
         if c.valid_from.is_some_and(|t| t > now) {
             return Err(Excluded::NotYetValid);
+        }
+        if let Some(why) = self.false_positives.get(c.id) {
+            return Err(Excluded::FalsePositive(why.clone()));
         }
         if c.tlp > ceiling {
             return Err(Excluded::AboveTlpCeiling(c.tlp));
@@ -200,6 +213,7 @@ mod tests {
 
     fn cand<'a>(value: &'a str, kind: &'a str, sources: &'a [String]) -> Candidate<'a> {
         Candidate {
+            id: "indicator--1",
             value,
             kind,
             tlp: Tlp::Green,
@@ -221,6 +235,9 @@ mod tests {
         policy
             .allowlist
             .insert("remote-addr:198.51.100.9".into(), "our proxy".into());
+        policy
+            .false_positives
+            .insert("indicator--fp".into(), "our vulnerability scanner".into());
         let h = "file-hash:sha256:275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
         let cases: Vec<(&str, Candidate<'_>, Result<(), Excluded>)> = vec![
             (
@@ -271,6 +288,23 @@ mod tests {
                     ..cand(h, "file-hash", &feed)
                 },
                 Err(Excluded::NotYetValid),
+            ),
+            (
+                "a false positive stays out of every channel",
+                Candidate {
+                    id: "indicator--fp",
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::FalsePositive("our vulnerability scanner".into())),
+            ),
+            (
+                "a false positive that is also revoked counts as revoked",
+                Candidate {
+                    id: "indicator--fp",
+                    revoked: true,
+                    ..cand(h, "file-hash", &feed)
+                },
+                Err(Excluded::Revoked),
             ),
             (
                 "TLP:RED stays out",

@@ -185,6 +185,17 @@ CREATE TABLE alarms (
     PRIMARY KEY (agent, kind, raised)
 );
 "#,
+    // False positives: the operator's marks, each suppressing its indicator fleet-wide (the
+    // publishing policy leaves it out of every set) until undone.
+    r#"
+CREATE TABLE false_positives (
+    org        INTEGER NOT NULL,
+    indicator  TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    marked_at  INTEGER NOT NULL,
+    PRIMARY KEY (org, indicator)
+);
+"#,
 ];
 
 /// The store.
@@ -833,6 +844,87 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    /// Marks `indicator` a false positive for `reason`, replacing an earlier mark; the earlier
+    /// mark's reason, if there was one. Refused, naming it, when no such indicator is stored.
+    pub fn mark_false_positive(
+        &mut self,
+        indicator: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<String>, CollectorError> {
+        let path = self.path.clone();
+        let db = |error| CollectorError::Db {
+            path: path.clone(),
+            error,
+        };
+        let tx = self.tx()?;
+        let known: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM indicators WHERE org = ?1 AND id = ?2)",
+                params![ORG, indicator],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if !known {
+            return Err(CollectorError::Refused(format!(
+                "no indicator {indicator:?} is stored (`indicators search` finds ids)"
+            )));
+        }
+        let earlier: Option<String> = tx
+            .query_row(
+                "SELECT reason FROM false_positives WHERE org = ?1 AND indicator = ?2",
+                params![ORG, indicator],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        tx.execute(
+            "INSERT INTO false_positives (org, indicator, reason, marked_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (org, indicator) DO UPDATE SET reason = excluded.reason, marked_at = excluded.marked_at",
+            params![ORG, indicator, reason, now],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(earlier)
+    }
+
+    /// Removes the false-positive mark of `indicator`; whether there was one.
+    pub fn unmark_false_positive(&mut self, indicator: &str) -> Result<bool, CollectorError> {
+        self.conn
+            .execute(
+                "DELETE FROM false_positives WHERE org = ?1 AND indicator = ?2",
+                params![ORG, indicator],
+            )
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
+    /// Every false-positive mark: (indicator, reason, marked_at), by indicator id.
+    pub fn false_positives(&self) -> Result<Vec<(String, String, i64)>, CollectorError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT indicator, reason, marked_at FROM false_positives WHERE org = ?1 ORDER BY indicator",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ORG], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The false-positive mark of `indicator`, if any: (reason, marked_at).
+    pub fn false_positive(&self, indicator: &str) -> Result<Option<(String, i64)>, CollectorError> {
+        self.conn
+            .query_row(
+                "SELECT reason, marked_at FROM false_positives WHERE org = ?1 AND indicator = ?2",
+                params![ORG, indicator],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     /// Stores a root document.
     pub fn insert_root(&mut self, version: u64, envelope: &[u8]) -> Result<(), CollectorError> {
         self.conn
@@ -902,5 +994,41 @@ mod tests {
         drop(s);
         let s = Store::open(&dir.path().join("p.db")).unwrap();
         assert_eq!(s.candidates().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn false_positive_marks_survive_reopen_and_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("p.db")).unwrap();
+        let d = Defaults {
+            source: "a".into(),
+            tlp: Tlp::Green,
+            confidence: 50,
+            severity: Severity::Medium,
+        };
+        let list = parse_list(Path::new("a"), "198.51.100.1\n", &d).unwrap();
+        s.upsert_indicators(&list, 1).unwrap();
+        let id = list[0].id.clone();
+        let unknown = s.mark_false_positive("indicator--nope", "x", 2).unwrap_err();
+        assert!(unknown.to_string().contains("indicator--nope"), "{unknown}");
+        assert_eq!(s.mark_false_positive(&id, "our scanner", 2).unwrap(), None);
+        assert_eq!(
+            s.mark_false_positive(&id, "our vulnerability scanner", 3)
+                .unwrap(),
+            Some("our scanner".into())
+        );
+        drop(s);
+        let mut s = Store::open(&dir.path().join("p.db")).unwrap();
+        assert_eq!(
+            s.false_positives().unwrap(),
+            vec![(id.clone(), "our vulnerability scanner".into(), 3)]
+        );
+        assert_eq!(
+            s.false_positive(&id).unwrap(),
+            Some(("our vulnerability scanner".into(), 3))
+        );
+        assert!(s.unmark_false_positive(&id).unwrap());
+        assert!(!s.unmark_false_positive(&id).unwrap());
+        assert!(s.false_positives().unwrap().is_empty());
     }
 }
