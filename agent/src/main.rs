@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,9 +19,11 @@ use picket_agent::index::{Hit, What};
 use picket_agent::loaded::LoadedSet;
 use picket_agent::scan::{self, Report, Scanner};
 use picket_agent::sightings::Observed;
+use picket_agent::spool::{self, Spool};
 use picket_agent::status::StatusReport;
 use picket_agent::store::{self, Imported, StateDir};
 use picket_agent::AgentError;
+use picket_proto::wire::{Batch, SightingReport};
 use picket_proto::{rfc3339, Freshness, Limits, SetFile, TrustAnchor, Trusted};
 
 const EXIT_HELP: &str = "Exit status: 0 success (for scan: nothing found), 1 scan found something, 2 error.";
@@ -146,6 +149,25 @@ enum Command {
         /// present, else the default `redacted`).
         #[arg(long, requires = "outbound")]
         config: Option<PathBuf>,
+    },
+    /// Show exactly what this agent sends the collector: the batches waiting in the spool, in
+    /// the order and with the numbers (epoch, sequence) and items they are sent with, then the
+    /// reports the sightings recorded here make now; with the location mode in force and the
+    /// configuration it comes from. Reads only: it needs the daemon stopped (the spool changes
+    /// while the daemon sends).
+    #[command(after_help = EXIT_HELP)]
+    Explain {
+        /// The state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The configuration whose `[sightings]` and `[collector]` sections apply (default:
+        /// DIR/agent.toml if present, else the defaults: location `redacted`, not enrolled).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON object: config, location, collector, spool (epoch, last_seq,
+        /// dropped, batches with epoch, seq, items), sightings.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the installed set (version, channel, freshness) and what the daemon last reported:
     /// last full scan, spool depth, collector link.
@@ -429,6 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain { state, config, json } => explain(&state, config.as_deref(), json, &limits),
         Command::Status { state, json } => {
             let daemon = picket_agent::status::read(&state).map_err(|e| anyhow::anyhow!(e))?;
             let wall = wall_clock();
@@ -483,47 +506,206 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `sightings --outbound`: the reports the agent sends for the sightings recorded here.
-fn print_outbound(state: &Path, config: Option<&Path>, json: bool, limits: &Limits) -> Result<ExitCode> {
+/// The configuration that applies to `state`: `config`, else `DIR/agent.toml` if present, else
+/// none (the defaults).
+fn state_config(state: &Path, config: Option<&Path>) -> Result<Option<(PathBuf, Config)>> {
     let default_config = state.join("agent.toml");
-    let config = config.or_else(|| default_config.exists().then_some(default_config.as_path()));
-    let mode = match config {
-        Some(path) => {
-            Config::load(path)
-                .map_err(|e| anyhow::anyhow!(e))?
-                .sightings
-                .location
-        }
-        None => picket_agent::redact::Location::default(),
+    let path = match config {
+        Some(p) => p.to_owned(),
+        None if default_config.exists() => default_config,
+        None => return Ok(None),
     };
-    eprintln!(
-        "picket-agent: location = {:?} (from {})",
-        mode.name(),
-        config.map_or_else(|| "the default".to_owned(), |p| p.display().to_string())
-    );
+    let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some((path, cfg)))
+}
+
+/// The reports the sightings recorded in `state` make now, redacted in `mode`.
+fn outbound_reports(
+    state: &Path,
+    mode: picket_agent::redact::Location,
+    limits: &Limits,
+) -> Result<Vec<SightingReport>> {
     let set_version = store::load_set(state, limits)?.map_or(0, |t| t.manifest().version);
     let table = daemon::load_sightings(state, usize::MAX);
     let redactor = picket_agent::redact::Redactor::for_host(mode);
-    for r in redactor.outbound(table.iter(), set_version) {
+    Ok(redactor.outbound(table.iter(), set_version))
+}
+
+/// One outbound report as JSON: every field it carries on the wire.
+fn report_json(r: &SightingReport) -> serde_json::Value {
+    serde_json::json!({
+        "indicator": r.indicator, "what": r.what, "observed": r.observed.name(),
+        "location": r.location, "first_seen": r.first_seen, "last_seen": r.last_seen,
+        "count": r.count, "set_version": r.set_version,
+    })
+}
+
+/// One outbound report as a line of text: every field it carries on the wire.
+fn report_line(r: &SightingReport) -> String {
+    format!(
+        "{} {} {} {} first {} last {} count {}",
+        r.indicator,
+        r.what,
+        r.observed.name(),
+        r.location.as_deref().unwrap_or("-"),
+        rfc3339(r.first_seen),
+        rfc3339(r.last_seen),
+        r.count
+    )
+}
+
+/// `sightings --outbound`: the reports the agent sends for the sightings recorded here.
+fn print_outbound(state: &Path, config: Option<&Path>, json: bool, limits: &Limits) -> Result<ExitCode> {
+    let config = state_config(state, config)?;
+    let mode = config
+        .as_ref()
+        .map_or_else(Default::default, |(_, c)| c.sightings.location);
+    eprintln!(
+        "picket-agent: location = {:?} (from {})",
+        mode.name(),
+        config
+            .as_ref()
+            .map_or_else(|| "the default".to_owned(), |(p, _)| p.display().to_string())
+    );
+    for r in outbound_reports(state, mode, limits)? {
         if json {
-            let v = serde_json::json!({
-                "indicator": r.indicator, "what": r.what, "observed": r.observed.name(),
-                "location": r.location, "first_seen": r.first_seen, "last_seen": r.last_seen,
-                "count": r.count, "set_version": r.set_version,
-            });
-            println!("{v}");
+            println!("{}", report_json(&r));
         } else {
-            println!(
-                "{} {} {} {} first {} last {} count {}",
-                r.indicator,
-                r.what,
-                r.observed.name(),
-                r.location.as_deref().unwrap_or("-"),
-                rfc3339(r.first_seen),
-                rfc3339(r.last_seen),
-                r.count
-            );
+            println!("{}", report_line(&r));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `explain` found in the spool.
+struct Waiting {
+    epoch: u64,
+    last_seq: u64,
+    dropped: u64,
+    batches: Vec<Batch>,
+}
+
+/// The spool of `state`, read with the daemon's lock held so no daemon starts (or sends)
+/// meanwhile; `None` when there is no spool yet. Opening it does what the daemon's start would
+/// (damaged files set aside, copies of a crashed renumbering deleted) except dropping batches
+/// over `spool_batches`: a command that only explains deletes no sighting.
+fn read_spool(state: &Path) -> Result<Option<Waiting>> {
+    if !state.join(spool::SPOOL_DIR).is_dir() {
+        return Ok(None);
+    }
+    // The lock `picket-agent run` holds for its whole life (see `daemon::run`).
+    let lock_path = state.join("daemon.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("{}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{}: a daemon is running on this state directory (it holds {}): its spool changes as it sends, so what it sends next cannot be told exactly; stop it first (`picket-agent status` shows the spool depth meanwhile)",
+            state.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("{}", lock_path.display()))
+        }
+    }
+    let sp = Spool::open(state, usize::MAX)?;
+    let waiting = Waiting {
+        epoch: sp.epoch(),
+        last_seq: sp.last_seq(),
+        dropped: sp.dropped(),
+        batches: sp.batches()?,
+    };
+    drop(lock);
+    Ok(Some(waiting))
+}
+
+/// `explain`: the spool's batches as they will be sent, then the reports the recorded
+/// sightings make now.
+fn explain(state: &Path, config: Option<&Path>, json: bool, limits: &Limits) -> Result<ExitCode> {
+    if !state.is_dir() {
+        anyhow::bail!("{}: no such state directory", state.display());
+    }
+    let config = state_config(state, config)?;
+    let mode = config
+        .as_ref()
+        .map_or_else(Default::default, |(_, c)| c.sightings.location);
+    let collector = config
+        .as_ref()
+        .and_then(|(_, c)| c.collector.as_ref().map(|c| c.address.clone()));
+    let limit = config.as_ref().map(|(_, c)| c.sightings.spool_batches);
+    let waiting = read_spool(state)?;
+    let reports = outbound_reports(state, mode, limits)?;
+    if json {
+        let spool = waiting.as_ref().map(|w| {
+            serde_json::json!({
+                "epoch": w.epoch,
+                "last_seq": w.last_seq,
+                "dropped": w.dropped,
+                "limit": limit,
+                "batches": w.batches.iter().map(|b| serde_json::json!({
+                    "epoch": b.epoch,
+                    "seq": b.seq,
+                    "items": b.items.iter().map(report_json).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        });
+        let v = serde_json::json!({
+            "config": config.as_ref().map(|(p, _)| p.display().to_string()),
+            "location": mode.name(),
+            "collector": collector,
+            "spool": spool,
+            "sightings": reports.iter().map(report_json).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "location = {:?} (from {})",
+        mode.name(),
+        config.as_ref().map_or_else(
+            || format!("the default: no {}", state.join("agent.toml").display()),
+            |(p, _)| p.display().to_string()
+        )
+    );
+    match &collector {
+        Some(a) => println!("collector: {a}"),
+        None => println!("collector: none configured: nothing leaves this host; the spool keeps what would"),
+    }
+    match &waiting {
+        None => println!("spool: none yet, nothing waiting"),
+        Some(w) => {
+            println!(
+                "spool: {} batch(es) waiting, epoch {:016x}, last sequence {}, {} sighting(s) dropped so far; sent in this order, exactly as below",
+                w.batches.len(),
+                w.epoch,
+                w.last_seq,
+                w.dropped
+            );
+            if let Some(limit) = limit.filter(|l| w.batches.len() > *l) {
+                println!(
+                    "  (more than spool_batches = {limit}: the daemon drops the oldest {} when it starts)",
+                    w.batches.len() - limit
+                );
+            }
+            for b in &w.batches {
+                println!("batch {:016x}/{}: {} item(s)", b.epoch, b.seq, b.items.len());
+                for r in &b.items {
+                    println!("  {}", report_line(r));
+                }
+            }
+        }
+    }
+    println!(
+        "sightings recorded here: {} report(s); the next report about each carries these values (or newer ones)",
+        reports.len()
+    );
+    for r in &reports {
+        println!("  {}", report_line(r));
     }
     Ok(ExitCode::SUCCESS)
 }
