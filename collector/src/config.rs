@@ -40,6 +40,41 @@ pub struct Config {
     /// (see [`CommunityConfig`]). None by default: nothing is shared.
     #[serde(default, rename = "community", skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<CommunityConfig>,
+    /// `[taxii]`: the TAXII 2.1 server `serve --http` runs, and the members who may read it
+    /// (see [`TaxiiConfig`]).
+    #[serde(default, skip_serializing_if = "TaxiiConfig::is_empty")]
+    pub taxii: TaxiiConfig,
+}
+
+/// `[taxii]`: who may read the TAXII 2.1 server (`serve --http ADDR:PORT`). Each community is
+/// one API root, named by the community, holding one read-only collection of its sightings.
+/// With no member, every request is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiConfig {
+    /// `[[taxii.member]]`: the accounts, each with the communities it may read.
+    #[serde(default, rename = "member", skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<TaxiiMember>,
+}
+
+impl TaxiiConfig {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// `[[taxii.member]]`: one account of the TAXII server (HTTP Basic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiMember {
+    /// The user name it authenticates with (no `:`).
+    pub name: String,
+    /// Its password, salted and stretched: `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`,
+    /// as `crate::taxii_server::hash_password` writes it. The password itself is never stored.
+    pub password_hash: String,
+    /// The communities (API roots) it may read.
+    #[serde(default)]
+    pub communities: Vec<String>,
 }
 
 /// `[[community]]`: one community sightings may be shared with, and the policy that decides
@@ -443,6 +478,7 @@ impl Config {
             enrolment: EnrolmentConfig::default(),
             channel: AgentChannelConfig::default(),
             communities: Vec::new(),
+            taxii: TaxiiConfig::default(),
         }
     }
 }

@@ -26,6 +26,9 @@
 //! - [`share`] decides what each community learns about the sightings (TLP, k distinct
 //!   organisations, coarse times, banded counts, a delay, ids unlinkable across communities)
 //!   and writes it as a STIX 2.1 bundle. Pure, under a thin shell for `share preview`.
+//! - [`taxii_server`] is the TAXII 2.1 server `serve --http` runs: one read-only API root per
+//!   community, HTTP Basic members, the objects the share policy lets out. Pure request core
+//!   under a tokio and rustls shell.
 //! - [`export`] packs a set version into a set file, for `export-set` and for the channel.
 //!
 //! Architecture invariant: only the collector holds the online signing keys, and the root
@@ -49,6 +52,7 @@ pub mod sources;
 pub mod stix;
 pub mod store;
 pub mod taxii;
+pub mod taxii_server;
 
 mod error;
 

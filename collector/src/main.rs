@@ -158,11 +158,18 @@ enum Command {
         /// 0.0.0.0:7443 unless changed). Port 0 picks a free port; the address bound is printed.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<String>,
+        /// Also run the TAXII 2.1 server (HTTPS, the channel's certificate) on ADDR:PORT, for
+        /// the members in [[taxii.member]]. Port 0 picks a free port; the address is printed.
+        #[arg(long, value_name = "ADDR:PORT")]
+        http: Option<String>,
     },
     /// Sightings reported by agents, aggregated: one line per indicator with the hosts that saw
     /// it, the total count, first and last seen, the indicator kinds, what it was seen on, and
     /// its false-positive mark. `sightings fp` marks false positives.
     Sightings(SightingsArgs),
+    /// Members of the TAXII server (`[[taxii.member]]` in picket.toml): `member add`.
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Alarms about agents (quiet, sequence-gap, lagging, clone, spool-dropped): the open ones.
     Alarms {
         /// The data directory.
@@ -194,6 +201,32 @@ enum ShareCommand {
         /// The bundle on one line.
         #[arg(long)]
         json: bool,
+    },
+    /// Write community NAME's shared sightings as MISP sighting JSON (an array, each element
+    /// the body of one POST /sightings/add), to FILE or stdout.
+    MispSightings {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The community's name.
+        #[arg(long, value_name = "NAME")]
+        community: String,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Write community NAME's shared indicators as a MISP feed directory (manifest.json and
+    /// one event file).
+    MispFeed {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The community's name.
+        #[arg(long, value_name = "NAME")]
+        community: String,
+        /// The feed directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -305,6 +338,28 @@ enum IndicatorsCommand {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `member add ...`.
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Adds a TAXII member to picket.toml, who may read the communities named. The password
+    /// (the first line of --password-file) is stored salted and stretched (PBKDF2-SHA256),
+    /// never itself. `serve` reads members when it starts.
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// A community the member may read (repeat for more).
+        #[arg(long, required = true)]
+        community: Vec<String>,
+        /// The member's user name.
+        #[arg(long)]
+        name: String,
+        /// A file whose first line is the password (delete it afterwards).
+        #[arg(long)]
+        password_file: PathBuf,
     },
 }
 
@@ -574,6 +629,39 @@ fn share_preview(data: &Path, community: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+fn share_misp_sightings(data: &Path, community: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    use picket_collector::share::misp_out;
+    let dir = DataDir::open(data)?;
+    let export = misp_out::export(&dir, community, &std::collections::BTreeMap::new(), now())?;
+    let text = serde_json::to_string_pretty(&misp_out::sightings(&export))?;
+    match out {
+        Some(path) => fs::write(path, text + "\n").with_context(|| format!("{}", path.display()))?,
+        None => println!("{text}"),
+    }
+    eprintln!(
+        "community {community}: {} indicator{} shared",
+        export.items.len(),
+        if export.items.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+fn share_misp_feed(data: &Path, community: &str, out: &Path) -> anyhow::Result<()> {
+    use picket_collector::share::misp_out;
+    let dir = DataDir::open(data)?;
+    let export = misp_out::export(&dir, community, &std::collections::BTreeMap::new(), now())?;
+    let feed = misp_out::feed(&export, now());
+    misp_out::write_feed(out, &feed)?;
+    let n = feed.event["Event"]["Attribute"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "community {community}: event {} with {n} attribute{} in {}",
+        feed.uuid,
+        if n == 1 { "" } else { "s" },
+        out.display()
+    );
+    Ok(())
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -807,8 +895,29 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { data, batch, listen } => {
-            serve(&data, duration("--batch", &batch)?, listen.as_deref())
+        Command::Serve {
+            data,
+            batch,
+            listen,
+            http,
+        } => serve(
+            &data,
+            duration("--batch", &batch)?,
+            listen.as_deref(),
+            http.as_deref(),
+        ),
+        Command::Member(MemberCommand::Add {
+            data,
+            community,
+            name,
+            password_file,
+        }) => {
+            let text = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("reading {}", password_file.display()))?;
+            let password = text.lines().next().unwrap_or("");
+            picket_collector::taxii_server::add_member(&data, &name, &community, password)?;
+            println!("picket-collector: TAXII member {name:?} added (restart serve to apply)");
+            Ok(())
         }
         Command::Sightings(args) => match (args.command, args.data) {
             (
@@ -831,6 +940,12 @@ fn run(cli: Cli) -> Result<()> {
             community,
             json,
         }) => share_preview(&data, &community, json),
+        Command::Share(ShareCommand::MispSightings { data, community, out }) => {
+            share_misp_sightings(&data, &community, out.as_deref())
+        }
+        Command::Share(ShareCommand::MispFeed { data, community, out }) => {
+            share_misp_feed(&data, &community, &out)
+        }
         Command::Allowlist(cmd) => allowlist_command(cmd),
     }
 }
@@ -1666,7 +1781,7 @@ fn restamp(
 /// of its own the sync loop: pull sources on their schedules, publish after changes (at most
 /// once per `batch` seconds), and re-sign each channel's freshness once half of its timestamp's
 /// lifetime has passed, so agents stay fresh when nothing changes.
-fn serve(data: &Path, batch: u64, listen: Option<&str>) -> Result<()> {
+fn serve(data: &Path, batch: u64, listen: Option<&str>, http: Option<&str>) -> Result<()> {
     let dir = DataDir::open(data)?;
     let exposed = dir.readable_root_keys();
     if !exposed.is_empty() {
@@ -1688,6 +1803,20 @@ fn serve(data: &Path, batch: u64, listen: Option<&str>) -> Result<()> {
         "picket-collector: agent channel listening on {}",
         server.local_addr()
     );
+    let taxii = match http {
+        Some(h) => {
+            let addr = h
+                .parse()
+                .with_context(|| format!("--http {h:?}: not an address and port such as 0.0.0.0:8443"))?;
+            let t = picket_collector::taxii_server::Server::start(data, addr)?;
+            println!(
+                "picket-collector: TAXII 2.1 server listening on https://{}/taxii2/",
+                t.local_addr()
+            );
+            Some(t)
+        }
+        None => None,
+    };
     let data = data.to_owned();
     let sync = std::thread::Builder::new()
         .name("picket-sync".into())
@@ -1697,6 +1826,9 @@ fn serve(data: &Path, batch: u64, listen: Option<&str>) -> Result<()> {
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the sync loop panicked")));
     server.stop();
+    if let Some(t) = taxii {
+        t.stop();
+    }
     result
 }
 

@@ -7,6 +7,7 @@
 //! a false-positive flag, and nothing else. Agent ids, keys, sequence numbers, locations,
 //! addresses and heartbeats are never read by this module's shell.
 
+pub mod misp_out;
 pub mod policy;
 pub mod stix_out;
 
@@ -35,6 +36,9 @@ pub struct Preview {
     pub shared: usize,
     /// Indicators held back (Picket's indicator id, and why), for the operator only.
     pub held: Vec<(String, Held)>,
+    /// The policy's decision for each shared indicator, with the stored indicator ids it
+    /// covers (for other output formats, such as [`misp_out`], to render the same decisions).
+    pub sent: Vec<(Shared, Vec<String>)>,
 }
 
 /// The STIX id a shared sighting names for a stored indicator: its own id, less the `/<n>`
@@ -169,12 +173,16 @@ pub fn preview_with(
     }
     let mut out = Vec::new();
     let mut held = Vec::new();
+    let mut sent = Vec::new();
     for (cand, ids, minted) in by_stix.into_values() {
         match decide(&community, &cand, now) {
-            Decision::Share(shared) => out.push(Outgoing {
-                shared,
-                indicator: minted,
-            }),
+            Decision::Share(shared) => {
+                sent.push((shared.clone(), ids));
+                out.push(Outgoing {
+                    shared,
+                    indicator: minted,
+                })
+            }
             Decision::Hold(why) => held.extend(ids.into_iter().map(|id| (id, why.clone()))),
         }
     }
@@ -182,5 +190,6 @@ pub fn preview_with(
         bundle: bundle(&community, &key, &cfg.org, &out, now),
         shared: out.len(),
         held,
+        sent,
     })
 }

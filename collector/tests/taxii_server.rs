@@ -1,0 +1,543 @@
+//! The TAXII 2.1 server from outside: started in-process on 127.0.0.1:0 over real TLS (trusting
+//! DIR/tls/ca.pem), with a community whose share policy lets objects out. `taxii2-client`
+//! (PyPI, unmodified) discovers, lists collections, pages with a small limit and uses
+//! `added_after`; raw HTTPS requests check the specification's points: 406, 401 with
+//! `WWW-Authenticate`, 403, 404, the `X-TAXII-Date-Added-*` headers, and a `next` token that
+//! serves only the member it was issued to.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use picket_collector::datadir::DataDir;
+use picket_collector::ingest::{parse_file, Defaults};
+use picket_collector::share::OrgSighting;
+use picket_collector::taxii_server::{api, hash_password, Server, Source};
+use picket_proto::{Severity, Tlp};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+
+const H: i64 = 3600;
+const NOW: i64 = 1_750_000_000;
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("PICKET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run ./test.sh, which installs the PyPI tools the interop tests need",
+        path.display()
+    );
+    path
+}
+
+/// A data directory with communities `isac` and `other` (k = 2), two indicators from a plain
+/// list with sightings from this organisation's agents, and members: alice reads isac, bob
+/// reads other, carol reads both.
+fn data_dir(tmp: &Path) -> (PathBuf, Vec<String>) {
+    let data = tmp.join("data");
+    // The TLS certificates are made for the real clock: the clients check them against it.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    DataDir::init(&data, "Server Org", Some(&tmp.join("root.key")), wall).unwrap();
+    let mut cfg = fs::read_to_string(data.join("picket.toml")).unwrap();
+    cfg.push_str(
+        "\n[[community]]\nname = \"isac\"\nk = 2\ntlp_ceiling = \"amber\"\ndisclosure = \"organisation\"\n",
+    );
+    cfg.push_str("\n[[community]]\nname = \"other\"\nk = 2\n");
+    for (name, pw, comms) in [
+        ("alice", "alice-pw", "[\"isac\"]"),
+        ("bob", "bob-pw", "[\"other\"]"),
+        ("carol", "carol-pw", "[\"isac\", \"other\"]"),
+    ] {
+        cfg.push_str(&format!(
+            "\n[[taxii.member]]\nname = \"{name}\"\npassword_hash = \"{}\"\ncommunities = {comms}\n",
+            hash_password(pw, 1000).unwrap()
+        ));
+    }
+    fs::write(data.join("picket.toml"), cfg).unwrap();
+    let dir = DataDir::open(&data).unwrap();
+    let list = tmp.join("iocs.txt");
+    fs::write(
+        &list,
+        "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f\n\
+         3395856ce81f2b7382dee72602f798b642f14140\n",
+    )
+    .unwrap();
+    let defaults = Defaults {
+        source: "iocs.txt".into(),
+        tlp: Tlp::Green,
+        confidence: 50,
+        severity: Severity::Medium,
+    };
+    let batch = parse_file(&list, &fs::read_to_string(&list).unwrap(), &defaults).unwrap();
+    let ids: Vec<String> = batch.items.iter().map(|i| i.indicator.id.clone()).collect();
+    dir.store()
+        .unwrap()
+        .upsert_batch(&batch, "iocs.txt", NOW - 50 * H)
+        .unwrap();
+    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
+    for id in &ids {
+        conn.execute(
+            "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
+                                    count, set_version, received)
+             VALUES (1, 'agent-1', ?1, 'file-hash', 'file', '~/x/y.exe', ?2, ?3, 7, 1, ?3)",
+            rusqlite::params![id, NOW - 30 * H, NOW - 20 * H],
+        )
+        .unwrap();
+    }
+    (data, ids)
+}
+
+/// Starts the server with one other organisation's sightings of every indicator, so k = 2 is
+/// met and the policy lets objects out.
+fn start(data: &Path, ids: &[String]) -> Server {
+    let mut others = BTreeMap::new();
+    for id in ids {
+        others.insert(
+            id.clone(),
+            vec![OrgSighting {
+                org: "peer-a".into(),
+                count: 1,
+            }],
+        );
+    }
+    let owned = data.to_owned();
+    let source: Source = Arc::new(move |c: &str, now: i64| {
+        let dir = DataDir::open(&owned)?;
+        Ok(picket_collector::share::preview_with(&dir, c, &others, now)?.bundle)
+    });
+    let dir = DataDir::open(data).unwrap();
+    Server::start_with(&dir, "127.0.0.1:0".parse().unwrap(), source).unwrap()
+}
+
+fn b64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in s.as_bytes().chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// One GET over real TLS, trusting the data directory's CA.
+fn get(data: &Path, addr: SocketAddr, path: &str, auth: Option<(&str, &str)>, accept: Option<&str>) -> Reply {
+    request(data, addr, "GET", path, auth, accept, None)
+}
+
+/// One request over real TLS; `body` is a Content-Type and a body.
+fn request(
+    data: &Path,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    accept: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> Reply {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(data.join("tls/ca.pem")).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+        addr.port()
+    );
+    if let Some((u, p)) = auth {
+        req.push_str(&format!("Authorization: Basic {}\r\n", b64(&format!("{u}:{p}"))));
+    }
+    if let Some(a) = accept {
+        req.push_str(&format!("Accept: {a}\r\n"));
+    }
+    if let Some((kind, b)) = body {
+        req.push_str(&format!(
+            "Content-Type: {kind}\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some((_, b)) = body {
+        req.push_str(b);
+    }
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: serde_json::from_str(body).unwrap(),
+    }
+}
+
+const TAXII: Option<&str> = Some("application/taxii+json;version=2.1");
+
+#[test]
+fn taxii2_client_discovers_lists_and_pages_through_the_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let port = server.local_addr().port();
+    let script = r#"
+import sys, json
+from taxii2client.v21 import Server, as_pages
+url, ca = sys.argv[1], sys.argv[2]
+s = Server(url, user="carol", password="carol-pw", verify=ca)
+roots = sorted(r.title for r in s.api_roots)
+root = [r for r in s.api_roots if r.url.rstrip("/").endswith("/isac")][0]
+cols = root.collections
+assert len(cols) == 1, cols
+col = cols[0]
+assert col.title == "sightings" and col.can_read and not col.can_write, col
+pages = []
+for env in as_pages(col.get_objects, per_request=1):
+    pages.append([o["id"] for o in env.get("objects", [])])
+ids = [i for p in pages for i in p]
+whole = col.get_objects()
+last = whole.get("objects", [])
+after = col.get_objects(added_after="2000-01-01T00:00:00.000Z")
+manifest = col.get_manifest()
+print(json.dumps({"roots": roots, "pages": pages, "ids": ids, "whole": [o["id"] for o in last],
+                  "after": len(after.get("objects", [])),
+                  "manifest": len(manifest.get("objects", []))}))
+"#;
+    // requests lets these override the `verify` the client is given: the test trusts only
+    // the data directory's CA.
+    let out = Command::new(python())
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("https://localhost:{port}/taxii2/"))
+        .arg(data.join("tls/ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "taxii2-client failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["roots"], serde_json::json!(["isac", "other"]));
+    let whole: Vec<&str> = r["whole"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(whole.len() >= 3, "{r}");
+    assert!(whole.iter().any(|i| i.starts_with("sighting--")), "{r}");
+    // Paged one by one, the same objects, each once, in one page each.
+    let pages = r["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), whole.len(), "{r}");
+    let mut paged: Vec<&str> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut all = whole.clone();
+    paged.sort();
+    all.sort();
+    assert_eq!(paged, all);
+    assert_eq!(r["after"].as_u64().unwrap() as usize, whole.len());
+    assert_eq!(r["manifest"].as_u64().unwrap() as usize, whole.len());
+    server.stop();
+}
+
+#[test]
+fn the_specification_points_over_raw_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    let col = api::collection_id("isac");
+    let objects = format!("/isac/collections/{col}/objects/");
+
+    // No credentials, or wrong ones: 401 with the Basic challenge, even on discovery.
+    for auth in [None, Some(("alice", "wrong")), Some(("mallory", "alice-pw"))] {
+        for path in ["/taxii2/", objects.as_str()] {
+            let r = get(&data, addr, path, auth, TAXII);
+            assert_eq!(r.status, 401, "{path} {auth:?}: {}", r.head);
+            assert!(
+                r.header("WWW-Authenticate").unwrap().starts_with("Basic realm="),
+                "{}",
+                r.head
+            );
+            assert_eq!(r.body["http_status"], "401");
+            assert!(r
+                .header("Content-Type")
+                .unwrap()
+                .starts_with("application/taxii+json"));
+        }
+    }
+    let alice = Some(("alice", "alice-pw"));
+    // Discovery lists only what the member may read.
+    let r = get(&data, addr, "/taxii2/", alice, TAXII);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["api_roots"],
+        serde_json::json!([format!("https://127.0.0.1:{}/isac/", addr.port())])
+    );
+    assert_eq!(
+        r.header("Content-Type").unwrap(),
+        "application/taxii+json;version=2.1"
+    );
+    // Wrong media type: 406.
+    for accept in [
+        "application/json",
+        "application/taxii+json;version=2.0",
+        "text/html",
+    ] {
+        let r = get(&data, addr, &objects, alice, Some(accept));
+        assert_eq!(r.status, 406, "{accept}: {}", r.head);
+        assert_eq!(r.body["http_status"], "406");
+    }
+    // Another community's root: 403; no such root, collection or object: 404.
+    let r = get(&data, addr, "/other/collections/", alice, TAXII);
+    assert_eq!(r.status, 403, "{}", r.head);
+    for path in [
+        "/nope/".to_owned(),
+        "/isac/collections/not-a-collection/objects/".to_owned(),
+        format!("{objects}indicator--00000000-0000-4000-8000-000000000000/"),
+        "/isac/nothing/".to_owned(),
+    ] {
+        let r = get(&data, addr, &path, alice, TAXII);
+        assert_eq!(r.status, 404, "{path}: {}", r.head);
+    }
+    // Bad filters: 400 naming the parameter.
+    let r = get(&data, addr, &format!("{objects}?limit=zero"), alice, TAXII);
+    assert_eq!(r.status, 400);
+    assert!(r.body["description"].as_str().unwrap().contains("limit"));
+
+    // The whole collection, with its date headers.
+    let all = get(&data, addr, &objects, alice, TAXII);
+    assert_eq!(all.status, 200);
+    let objs = all.body["objects"].as_array().unwrap().clone();
+    assert!(objs.len() >= 3);
+    assert_eq!(all.body["more"], false);
+    let first = all.header("X-TAXII-Date-Added-First").unwrap();
+    let last = all.header("X-TAXII-Date-Added-Last").unwrap();
+    assert!(first < last, "{first} {last}");
+    // added_after the last one: nothing; after the first: all but the first.
+    let r = get(
+        &data,
+        addr,
+        &format!("{objects}?added_after={last}"),
+        alice,
+        TAXII,
+    );
+    assert!(r.body.get("objects").is_none(), "{}", r.body);
+    assert!(r.header("X-TAXII-Date-Added-First").is_none());
+    let r = get(
+        &data,
+        addr,
+        &format!("{objects}?added_after={first}"),
+        alice,
+        TAXII,
+    );
+    assert_eq!(r.body["objects"].as_array().unwrap().len(), objs.len() - 1);
+    // match[type], match[id], a single object, its versions, the manifest.
+    let r = get(
+        &data,
+        addr,
+        &format!("{objects}?match[type]=sighting"),
+        alice,
+        TAXII,
+    );
+    let sightings = r.body["objects"].as_array().unwrap();
+    assert!(!sightings.is_empty() && sightings.iter().all(|o| o["type"] == "sighting"));
+    let sid = sightings[0]["id"].as_str().unwrap();
+    let r = get(
+        &data,
+        addr,
+        &format!("{objects}?match%5Bid%5D={sid}"),
+        alice,
+        TAXII,
+    );
+    assert_eq!(r.body["objects"].as_array().unwrap().len(), 1);
+    let r = get(&data, addr, &format!("{objects}{sid}/"), alice, TAXII);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["objects"][0]["id"], sid);
+    let r = get(&data, addr, &format!("{objects}{sid}/versions/"), alice, TAXII);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["versions"][0], sightings[0]["modified"]);
+    let r = get(
+        &data,
+        addr,
+        &format!("/isac/collections/{col}/manifest/"),
+        alice,
+        TAXII,
+    );
+    assert_eq!(r.body["objects"].as_array().unwrap().len(), objs.len());
+    assert!(r.header("X-TAXII-Date-Added-Last").is_some());
+
+    // Paging: limit 1 gives more and next; the token serves alice only.
+    let r = get(&data, addr, &format!("{objects}?limit=1"), alice, TAXII);
+    assert_eq!(r.body["more"], true);
+    assert_eq!(r.body["objects"].as_array().unwrap().len(), 1);
+    let next = r.body["next"].as_str().unwrap().to_owned();
+    let carol = Some(("carol", "carol-pw"));
+    let r = get(&data, addr, &format!("{objects}?next={next}"), carol, TAXII);
+    assert_eq!(r.status, 403, "another member's next token: {}", r.head);
+    let bob = Some(("bob", "bob-pw"));
+    let r = get(&data, addr, &format!("{objects}?next={next}"), bob, TAXII);
+    assert_eq!(r.status, 403, "{}", r.head);
+    let mut seen = 1;
+    let mut next = Some(next);
+    while let Some(n) = next {
+        let r = get(&data, addr, &format!("{objects}?next={n}"), alice, TAXII);
+        assert_eq!(r.status, 200, "{}", r.body);
+        seen += r.body["objects"].as_array().unwrap().len();
+        next = r.body["next"].as_str().map(str::to_owned);
+        assert_eq!(r.body["more"], next.is_some());
+    }
+    assert_eq!(seen, objs.len());
+    // POST: a wrong Content-Type is 415; a right one is 403, the collection being read-only;
+    // without credentials, 401 as for a GET.
+    let envelope = r#"{"objects": []}"#;
+    let post = |auth, kind| request(&data, addr, "POST", &objects, auth, TAXII, Some((kind, envelope)));
+    let r = post(alice, "application/json");
+    assert_eq!(r.status, 415, "{}", r.body);
+    let r = post(alice, "application/taxii+json;version=2.1");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(post(None, "application/taxii+json;version=2.1").status, 401);
+    // A used token is gone.
+    let r = get(&data, addr, &format!("{objects}?next=0123"), alice, TAXII);
+    assert_eq!(r.status, 400);
+    server.stop();
+}
+
+/// Kills the `serve` it holds when dropped, so a failing test leaves nothing running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn member_add_then_serve_http_lets_the_new_member_in() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = data_dir(tmp.path());
+    let pw = tmp.path().join("pw.txt");
+    fs::write(&pw, "dave's secret\n").unwrap();
+    let add = |name: &str, community: &str| {
+        Command::new(env!("CARGO_BIN_EXE_picket-collector"))
+            .args(["member", "add", "--data"])
+            .arg(&data)
+            .args(["--community", community, "--name", name, "--password-file"])
+            .arg(&pw)
+            .output()
+            .unwrap()
+    };
+    let out = add("dave", "other");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = fs::read_to_string(data.join("picket.toml")).unwrap();
+    assert!(!toml.contains("dave's secret"), "the password itself was stored");
+    // A second dave, or a community that does not exist: refused, the file unchanged.
+    for (name, community, why) in [("dave", "other", "already"), ("erin", "nope", "\"nope\"")] {
+        let out = add(name, community);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{out:?}");
+    }
+    assert_eq!(fs::read_to_string(data.join("picket.toml")).unwrap(), toml);
+
+    // serve refuses while the root key is readable: it goes offline first.
+    fs::remove_file(tmp.path().join("root.key")).unwrap();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_picket-collector"))
+            .args(["serve", "--data"])
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut addr = None;
+    let mut lines = stdout.lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("picket-collector: TAXII 2.1 server listening on https://") {
+            addr = Some(rest.trim_end_matches("/taxii2/").parse::<SocketAddr>().unwrap());
+            break;
+        }
+    }
+    // serve goes on printing: its output is read to the end, so it never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = addr.expect("serve printed no TAXII address");
+    let r = get(&data, addr, "/taxii2/", Some(("dave", "dave's secret")), TAXII);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["api_roots"],
+        serde_json::json!([format!("https://127.0.0.1:{}/other/", addr.port())])
+    );
+    let r = get(&data, addr, "/taxii2/", Some(("dave", "wrong")), TAXII);
+    assert_eq!(r.status, 401);
+    // Nothing has cleared k = 2 in the real share policy: the collection is empty, not an error.
+    let col = api::collection_id("other");
+    let r = get(
+        &data,
+        addr,
+        &format!("/other/collections/{col}/objects/"),
+        Some(("dave", "dave's secret")),
+        TAXII,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["more"], false);
+    assert!(r.body.get("objects").is_none());
+}
