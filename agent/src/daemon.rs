@@ -184,7 +184,7 @@ impl Recorder {
         self.last_flush = Instant::now();
         if self.redactor_made.elapsed() >= REDACTOR_REFRESH {
             // Users who logged in (and got a home directory) since are redacted too.
-            self.redactor = Redactor::for_host(self.redactor.mode());
+            self.redactor = crate::host::accounts::redactor(self.redactor.mode());
             self.redactor_made = Instant::now();
         }
         let reports = self.redactor.outbound(
@@ -516,7 +516,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
             dir: dir.clone(),
             out,
             dirty_since: None,
-            redactor: Redactor::for_host(cfg.sightings.location),
+            redactor: crate::host::accounts::redactor(cfg.sightings.location),
             redactor_made: Instant::now(),
             report_interval: cfg.sightings.report_interval,
             spool: spool.clone(),
@@ -737,7 +737,7 @@ fn reload_config(shared: &Shared, path: &Path) {
     {
         // Accounts added since are redacted from now on too.
         let mut rec = lock(&shared.recorder);
-        rec.redactor = Redactor::for_host(new.sightings.location);
+        rec.redactor = crate::host::accounts::redactor(new.sightings.location);
         rec.redactor_made = Instant::now();
         rec.report_interval = new.sightings.report_interval;
     }

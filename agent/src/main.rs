@@ -527,7 +527,7 @@ fn outbound_reports(
 ) -> Result<Vec<SightingReport>> {
     let set_version = store::load_set(state, limits)?.map_or(0, |t| t.manifest().version);
     let table = daemon::load_sightings(state, usize::MAX);
-    let redactor = picket_agent::redact::Redactor::for_host(mode);
+    let redactor = picket_agent::host::accounts::redactor(mode);
     Ok(redactor.outbound(table.iter(), set_version))
 }
 

@@ -67,13 +67,12 @@
 //!
 //! Everything here is pure: the accounts, host names and home directories come in as
 //! arguments ([`Redactor::from_passwd`], [`Redactor::with_users`],
-//! [`Redactor::with_host_names`] and [`host_names`], [`Redactor::with_owner_lookup`]); only
-//! [`Redactor::for_host`] reads `/etc/passwd`, `/etc/hostname`, `/etc/hosts`,
-//! `/proc/sys/kernel/hostname` and the home directories, and looks up owners with `lstat`.
+//! [`Redactor::with_host_names`] and [`host_names`], [`Redactor::with_owner_lookup`]). The
+//! shell that reads them from this host (`/etc/passwd`, `/etc/hostname`, `/etc/hosts`,
+//! `/proc/sys/kernel/hostname`, the home directories, owners by `lstat`) is
+//! `crate::host::accounts::redactor`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use picket_proto::wire::{self, ObservedKind, SightingReport};
 
@@ -131,10 +130,6 @@ fn no_owner(_: &str) -> Option<u32> {
     None
 }
 
-fn lstat_owner(path: &str) -> Option<u32> {
-    std::fs::symlink_metadata(path).ok().map(|m| m.uid())
-}
-
 /// Turns local sightings into the reports that leave the host.
 #[derive(Debug, Clone)]
 pub struct Redactor {
@@ -158,12 +153,8 @@ const HOME_PARENTS: [&str; 3] = ["/home/", "/Users/", "/var/home/"];
 const USER_PARENTS: [&str; 2] = ["/media/", "/run/media/"];
 /// The directory whose next segment is a uid: a user's runtime directory.
 const UID_PARENT: &str = "/run/user/";
-/// The directories listed for home directories by [`Redactor::for_host`].
-const HOME_DIRS: [&str; 2] = ["/home", "/var/home"];
-/// Most user names taken from the home directories (a bound on the work and the memory).
-const MAX_LISTED_USERS: usize = 100_000;
 /// Names that are nobody's host in particular.
-const GENERIC_HOSTS: [&str; 10] = [
+pub(crate) const GENERIC_HOSTS: [&str; 10] = [
     "localhost",
     "localhost.localdomain",
     "localhost4",
@@ -180,7 +171,7 @@ const MIN_HOST_INSIDE: usize = 3;
 
 /// Whether a directory name under a home parent looks like a domain (sssd's
 /// `/home/<domain>/<user>`): an upper-case letter or a dot.
-fn looks_like_domain(name: &str) -> bool {
+pub(crate) fn looks_like_domain(name: &str) -> bool {
     name.contains('.') || name.chars().any(|c| c.is_ascii_uppercase())
 }
 
@@ -239,36 +230,6 @@ pub fn host_names(kernel_hostname: &str, etc_hostname: &str, etc_hosts: &str) ->
     let mut out: Vec<String> = names.into_iter().collect();
     out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     out
-}
-
-/// User names from the home directories under `parent`: every directory that root does not
-/// own is a user's home, named after the user; in a root-owned directory whose name looks like
-/// a domain, the same one level down. Symbolic links are not followed.
-fn home_dir_users(parent: &Path, descend: bool, out: &mut BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if out.len() >= MAX_LISTED_USERS {
-            return;
-        }
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if name.starts_with('.') || name == "lost+found" {
-            continue;
-        }
-        // `DirEntry::metadata` does not follow a symbolic link.
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_dir() {
-            continue;
-        }
-        if meta.uid() != 0 {
-            out.insert(name);
-        } else if descend && looks_like_domain(&name) {
-            home_dir_users(&entry.path(), false, out);
-        }
-    }
 }
 
 impl Redactor {
@@ -343,25 +304,6 @@ impl Redactor {
     pub fn with_owner_lookup(mut self, lookup: OwnerLookup) -> Redactor {
         self.owner_of = lookup;
         self
-    }
-
-    /// A redactor for this host: the built-in rules plus the accounts in `/etc/passwd`, the
-    /// names of the home directories, the host's names, and owners looked up with `lstat`.
-    /// What cannot be read is left out (the built-in rules always apply).
-    pub fn for_host(mode: Location) -> Redactor {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let mut listed = BTreeSet::new();
-        for dir in HOME_DIRS {
-            home_dir_users(Path::new(dir), true, &mut listed);
-        }
-        Redactor::from_passwd(mode, &read("/etc/passwd"))
-            .with_users(listed)
-            .with_host_names(host_names(
-                &read("/proc/sys/kernel/hostname"),
-                &read("/etc/hostname"),
-                &read("/etc/hosts"),
-            ))
-            .with_owner_lookup(lstat_owner)
     }
 
     /// The mode in force.
@@ -825,25 +767,6 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
         ] {
             let s = sighting("sha256", Observed::File(path.into()));
             assert_eq!(r.report(&s, 1).location.as_deref(), want, "{path}");
-        }
-    }
-
-    #[test]
-    fn the_host_redactor_reads_this_hosts_names_and_homes() {
-        let r = Redactor::for_host(Location::Redacted);
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        let name = kernel.trim().to_ascii_lowercase();
-        if !GENERIC_HOSTS.contains(&name.as_str()) && !name.is_empty() {
-            assert!(r.hosts.contains(&name), "{:?} lacks {name}", r.hosts);
-            assert_eq!(r.redact_path(&format!("/srv/{name}/x")), "/srv/<host>/x");
-        }
-        // Every directory under /home that root does not own is a user's.
-        for e in std::fs::read_dir("/home").into_iter().flatten().flatten() {
-            let m = e.metadata().unwrap();
-            let n = e.file_name().into_string().unwrap();
-            if m.is_dir() && m.uid() != 0 && !n.starts_with('.') && n != "lost+found" {
-                assert!(r.users.contains(&n), "{n} is not a known user");
-            }
         }
     }
 

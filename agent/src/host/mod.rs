@@ -6,6 +6,7 @@
 //! so porting to Windows or macOS means giving these three files a second implementation and
 //! leaving the matcher, the cache and the sighting spool alone.
 //!
+//! - [`accounts`]: the host's accounts and names for the redactor (passwd, hostname, homes).
 //! - [`procs`]: lists processes (through `sysinfo`), remembers which it has already reported so
 //!   each new process is checked within one poll interval, and hashes a process's executable
 //!   through `/proc/PID/exe`, which still works after the file was deleted from disk.
@@ -18,6 +19,7 @@
 //! Today every shell here is Linux's. The parsers are pure and take text; the shells take the
 //! directory they read (`/proc` in production), so tests can point them at fixtures.
 
+pub mod accounts;
 pub mod net;
 pub mod priority;
 pub mod procs;
