@@ -54,7 +54,7 @@ pub use indicator::{
 pub use keys::{KeyId, PublicKey, SigningKey};
 pub use set::{Decoded, Delta, Record, Snapshot, MAX_ID};
 pub use setfile::{Content, SetFile};
-pub use time::{parse_duration, rfc3339};
+pub use time::{civil_from_days, days_from_civil, parse_duration, rfc3339, rfc3339_millis};
 pub use token::{EnrollToken, TOKEN_ID_BYTES, TOKEN_PREFIX, TOKEN_SECRET_BYTES};
 pub use verify::{sha256, verify_root_chain, Freshness, Limits, Outcome, Trusted, Verified};
 pub use view::{parse_record, RecordRef, SnapshotView};

@@ -68,7 +68,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<Instant> {
         }
         _ => return None,
     };
-    let days = days_from_civil(i64::from(year), month, day);
+    let days = picket_proto::days_from_civil(i64::from(year), month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset;
     Some(Instant { secs, nanos })
 }
@@ -80,17 +80,6 @@ fn days_in_month(year: u32, month: u32) -> u32 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

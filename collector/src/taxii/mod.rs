@@ -22,7 +22,7 @@ mod client;
 mod error;
 mod paging;
 mod resources;
-mod timestamp;
+pub(crate) mod timestamp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

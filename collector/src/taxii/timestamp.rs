@@ -73,7 +73,7 @@ impl Timestamp {
         for i in 0..9 {
             nanos = nanos * 10 + fraction.get(i).map_or(0, |d| u32::from(d - b'0'));
         }
-        let days = days_from_civil(year, month, day);
+        let days = picket_proto::days_from_civil(year, month as u32, day as u32);
         Some(Timestamp {
             secs: days * 86_400 + hour * 3600 + minute * 60 + second,
             nanos,
@@ -83,6 +83,11 @@ impl Timestamp {
     /// Seconds since the unix epoch.
     pub fn unix_seconds(&self) -> i64 {
         self.secs
+    }
+
+    /// Milliseconds since the unix epoch (digits beyond milliseconds dropped).
+    pub fn unix_millis(&self) -> i64 {
+        self.secs * 1000 + i64::from(self.nanos / 1_000_000)
     }
 }
 
@@ -97,18 +102,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's `days_from_civil`, the inverse of the formatter in
-/// `picket_proto::rfc3339`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
