@@ -53,6 +53,7 @@ pub mod stix;
 pub mod store;
 pub mod taxii;
 pub mod taxii_server;
+pub mod uuid;
 
 mod error;
 

@@ -163,20 +163,7 @@ pub fn derived_id(observable: &Observable) -> String {
     let mut h = Sha1::new();
     h.update(NAMESPACE);
     h.update(canonical_value(observable).as_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x50;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
-    format!(
-        "indicator--{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
+    format!("indicator--{}", crate::uuid::uuid_text(&h.finalize(), 5))
 }
 
 /// The canonical text of an observable: kind, then normalised value.

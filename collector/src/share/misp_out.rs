@@ -90,15 +90,7 @@ pub fn export(
     now: i64,
 ) -> Result<Export, CollectorError> {
     let preview = super::preview_with(dir, name, others, now)?;
-    let cfg = dir.config();
-    let entry = cfg.communities.iter().find(|c| c.name == name).ok_or_else(|| {
-        CollectorError::Refused(format!(
-            "{}: no [[community]] named {name:?}",
-            dir.config_path().display()
-        ))
-    })?;
-    let community = Community::from_config(entry, &dir.config_path())?;
-    let key = dir.community_key(&community.name)?;
+    let (community, key) = super::community(dir, name)?;
     let store = dir.store()?;
     let misp_sources: Vec<String> = store
         .sources()?
@@ -144,7 +136,7 @@ pub fn export(
     Ok(Export {
         community,
         key,
-        org: cfg.org.clone(),
+        org: dir.config().org.clone(),
         items,
     })
 }

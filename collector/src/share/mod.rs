@@ -102,6 +102,24 @@ pub fn preview(dir: &DataDir, name: &str, now: i64) -> Result<Preview, Collector
     preview_with(dir, name, &BTreeMap::new(), now)
 }
 
+/// The community `name` of picket.toml, checked, and its pseudonym secret (made on first use).
+pub(crate) fn community(dir: &DataDir, name: &str) -> Result<(Community, [u8; 32]), CollectorError> {
+    let entry = dir
+        .config()
+        .communities
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            CollectorError::Refused(format!(
+                "{}: no [[community]] named {name:?}",
+                dir.config_path().display()
+            ))
+        })?;
+    let community = Community::from_config(entry, &dir.config_path())?;
+    let key = dir.community_key(&community.name)?;
+    Ok((community, key))
+}
+
 /// [`preview`], with other organisations' sightings by stored indicator id (Picket's id, as
 /// `sightings` shows it): the input inbound sharing will fill, one entry per authenticated
 /// account.
@@ -111,15 +129,7 @@ pub fn preview_with(
     others: &BTreeMap<String, Vec<OrgSighting>>,
     now: i64,
 ) -> Result<Preview, CollectorError> {
-    let cfg = dir.config();
-    let entry = cfg.communities.iter().find(|c| c.name == name).ok_or_else(|| {
-        CollectorError::Refused(format!(
-            "{}: no [[community]] named {name:?}",
-            dir.config_path().display()
-        ))
-    })?;
-    let community = Community::from_config(entry, &dir.config_path())?;
-    let key = dir.community_key(&community.name)?;
+    let (community, key) = community(dir, name)?;
     let store = dir.store()?;
     // The branches of one STIX indicator with `OR` are one shared object: their sightings are
     // merged, and the strictest TLP among them goes.
@@ -187,7 +197,7 @@ pub fn preview_with(
         }
     }
     Ok(Preview {
-        bundle: bundle(&community, &key, &cfg.org, &out, now),
+        bundle: bundle(&community, &key, &dir.config().org, &out, now),
         shared: out.len(),
         held,
         sent,

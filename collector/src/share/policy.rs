@@ -403,25 +403,7 @@ pub fn derived_id(key: &[u8; 32], community: &str, kind: &str, period: i64, subj
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    let tag = ctx.sign();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&tag.as_ref()[..16]);
-    format!("{kind}--{}", uuid_text(b, 4))
-}
-
-/// Formats 16 bytes as an RFC 4122 UUID of `version`.
-pub(crate) fn uuid_text(mut b: [u8; 16], version: u8) -> String {
-    b[6] = (b[6] & 0x0f) | (version << 4);
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
+    format!("{kind}--{}", crate::uuid::uuid_text(ctx.sign().as_ref(), 4))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use picket_proto::{rfc3339, Tlp};
 use serde_json::{json, Value};
 
-use super::policy::{derived_id, uuid_text, Community, Disclosure, MarkingVersion, Shared};
+use super::policy::{derived_id, Community, Disclosure, MarkingVersion, Shared};
 
 /// The TLP 2.0 property extension's id.
 pub const TLP2_EXTENSION: &str = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d";
@@ -114,10 +114,7 @@ pub fn organisation_identity_id(org: &str) -> String {
     let mut h = Sha1::new();
     h.update(NAMESPACE);
     h.update(org.as_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    format!("identity--{}", uuid_text(b, 4))
+    format!("identity--{}", crate::uuid::uuid_text(&h.finalize(), 4))
 }
 
 /// An indicator Picket minted, to publish beside its sightings.

@@ -149,20 +149,8 @@ impl Pulled {
     pub fn bundle_json(&self) -> String {
         // Serializing a map of JSON values cannot fail (no non-string keys, no I/O).
         let objects = serde_json::to_string(&self.objects).unwrap_or_else(|_| "[]".to_owned());
-        let digest = Sha1::digest(objects.as_bytes());
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&digest[..16]);
-        b[6] = (b[6] & 0x0f) | 0x50;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let x = hex::encode(b);
-        format!(
-            r#"{{"type":"bundle","id":"bundle--{}-{}-{}-{}-{}","objects":{objects}}}"#,
-            &x[..8],
-            &x[8..12],
-            &x[12..16],
-            &x[16..20],
-            &x[20..]
-        )
+        let id = crate::uuid::uuid_text(&Sha1::digest(objects.as_bytes()), 5);
+        format!(r#"{{"type":"bundle","id":"bundle--{id}","objects":{objects}}}"#)
     }
 }
 

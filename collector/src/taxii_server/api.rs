@@ -216,19 +216,7 @@ pub fn collection_id(community: &str) -> String {
         &ring::digest::SHA256,
         format!("picket taxii collection\0{community}").as_bytes(),
     );
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d.as_ref()[..16]);
-    b[6] = (b[6] & 0x0f) | 0x50;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::uuid::uuid_text(d.as_ref(), 5)
 }
 
 /// The discovery resource, listing the API roots of `roots` under `base` (`https://host`).
