@@ -17,20 +17,11 @@ use picket_collector::share::{
 };
 use picket_proto::{Severity, Tlp};
 
+mod common;
+use common::python;
+
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("PICKET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run ./test.sh, which installs the PyPI tools the interop tests need",
-        path.display()
-    );
-    path
-}
 
 /// Runs stix2_validator in strict mode on each bundle; panics with its report on any error or
 /// warning.

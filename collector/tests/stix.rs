@@ -35,6 +35,9 @@ use picket_proto::{Indicator, IpNet, Meta, NamePattern, Observable, Record, Seve
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+mod common;
+use common::python;
+
 fn defaults() -> Defaults {
     Defaults {
         source: "stix".into(),
@@ -56,18 +59,6 @@ fn shared_stix() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("PICKET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run ./test.sh, which installs the PyPI tools the interop tests need",
-        path.display()
-    );
-    path
 }
 
 fn ingest(path: &Path) -> Batch {

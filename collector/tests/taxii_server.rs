@@ -25,20 +25,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
+mod common;
+use common::python;
+
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("PICKET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run ./test.sh, which installs the PyPI tools the interop tests need",
-        path.display()
-    );
-    path
-}
 
 /// A data directory with communities `isac` and `other` (k = 2), two indicators from a plain
 /// list with sightings from this organisation's agents, and members: alice reads isac, bob
