@@ -149,6 +149,38 @@ struct Shared {
     communities: Vec<String>,
     source: Source,
     state: Mutex<State>,
+    verified: Mutex<Verified>,
+}
+
+/// Credentials that verified recently, so that a client paging through a collection pays for
+/// PBKDF2 once, not once a page. Keyed by a keyed hash of the whole `Authorization` value
+/// (under a key made at start), so the table holds no password and a changed password misses.
+struct Verified {
+    key: ring::hmac::Key,
+    seen: HashMap<[u8; 32], (usize, std::time::Instant)>,
+}
+
+/// How long a verified credential is taken without running PBKDF2 again.
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+/// Most credentials remembered (the table is emptied when full).
+const MAX_VERIFIED: usize = 1024;
+
+impl Verified {
+    fn new() -> Result<Verified, CollectorError> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| CollectorError::Refused("TAXII server: no randomness for its key".into()))?;
+        Ok(Verified {
+            key,
+            seen: HashMap::new(),
+        })
+    }
+
+    fn tag(&self, authorization: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::hmac::sign(&self.key, authorization.as_bytes()).as_ref());
+        out
+    }
 }
 
 /// A running TAXII server: its runtime, stopped on drop or by [`Server::stop`].
@@ -198,6 +230,7 @@ impl Server {
         let shared = Arc::new(Shared {
             members: cfg.taxii.members.clone(),
             communities,
+            verified: Mutex::new(Verified::new()?),
             source,
             state: Mutex::new(State::default()),
         });
@@ -433,6 +466,24 @@ fn reason(status: u16) -> &'static str {
 /// The member the request authenticates as, if its Basic credentials verify.
 fn authenticate<'a>(shared: &'a Shared, req: &Request) -> Option<&'a TaxiiMember> {
     let value = req.header("authorization")?;
+    let tag = lock(&shared.verified).tag(value);
+    if let Some(&(i, at)) = lock(&shared.verified).seen.get(&tag) {
+        if at.elapsed() < VERIFIED_FOR {
+            return shared.members.get(i);
+        }
+    }
+    let member = verify_basic(shared, value)?;
+    let i = shared.members.iter().position(|m| std::ptr::eq(m, member))?;
+    let mut v = lock(&shared.verified);
+    if v.seen.len() >= MAX_VERIFIED {
+        v.seen.clear();
+    }
+    v.seen.insert(tag, (i, std::time::Instant::now()));
+    Some(member)
+}
+
+/// Checks Basic credentials with PBKDF2 (an unknown name costs the same).
+fn verify_basic<'a>(shared: &'a Shared, value: &str) -> Option<&'a TaxiiMember> {
     let (scheme, cred) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -785,4 +836,9 @@ pub fn add_member(
         )));
     }
     Ok(())
+}
+
+/// Locks `m`; a panic while it was held leaves data that is still usable (a cache).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
