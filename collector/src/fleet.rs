@@ -28,7 +28,7 @@ use picket_proto::wire::{
 };
 use picket_proto::{EnrollToken, TOKEN_ID_BYTES, TOKEN_SECRET_BYTES};
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use subtle::ConstantTimeEq;
 
 use crate::pki::{self, Pki};
@@ -338,12 +338,6 @@ impl Store {
             .optional()
             .map_err(self.err())
     }
-
-    /// An immediate transaction: it takes the write lock at once, so two enrolments (from two
-    /// connections) are serialised instead of both reading a token's last use.
-    fn immediate(&mut self) -> Result<Transaction<'_>, CollectorError> {
-        Transaction::new_unchecked(self.conn(), TransactionBehavior::Immediate).map_err(self.err())
-    }
 }
 
 /// Why an enrolment did not happen: refused (the agent's fault, told to it as is), or the
@@ -497,7 +491,7 @@ pub fn enrol_checked(
     check_request(msg, nonce, channels)?;
     let internal = EnrolFailure::Internal;
     let agent = pki::agent_id(&msg.public_key);
-    let tx = store.immediate().map_err(internal)?;
+    let tx = store.tx().map_err(internal)?;
     let db = |e: rusqlite::Error| {
         EnrolFailure::Internal(CollectorError::Refused(format!("enrolment database: {e}")))
     };
@@ -587,7 +581,7 @@ pub fn renew(
     let db = |e: rusqlite::Error| {
         EnrolFailure::Internal(CollectorError::Refused(format!("renewal database: {e}")))
     };
-    let tx = store.immediate().map_err(EnrolFailure::Internal)?;
+    let tx = store.tx().map_err(EnrolFailure::Internal)?;
     let row: Option<(Vec<u8>, Option<i64>)> = tx
         .query_row(
             "SELECT public_key, revoked FROM agents WHERE org = ?1 AND id = ?2",

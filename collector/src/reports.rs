@@ -27,7 +27,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use picket_proto::wire::{self, Batch, Heartbeat, SightingReport};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::channel::alarms::{self, AlarmKind, Thresholds};
@@ -593,10 +593,10 @@ impl Store {
     /// Runs `f` in one immediate transaction (the write lock is taken at the start, so a
     /// concurrent writer makes it wait rather than fail half way).
     fn write<T>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, CollectorError> {
-        let tx =
-            Transaction::new_unchecked(self.conn(), TransactionBehavior::Immediate).map_err(self.err())?;
-        let out = f(&tx).map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
+        let db = self.err();
+        let tx = self.tx()?;
+        let out = f(&tx).map_err(&db)?;
+        tx.commit().map_err(&db)?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use picket_proto::{Indicator, Record, Tlp};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::ingest::{canonical_value, Batch};
 use crate::CollectorError;
@@ -439,7 +439,9 @@ impl Store {
             });
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(db)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
             tx.execute_batch(m).map_err(db)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(db)?;
@@ -456,17 +458,24 @@ impl Store {
         &self.conn
     }
 
-    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + '_ {
+    /// Names the database in an error; it owns its copy of the path, so it may outlive a
+    /// borrow of the store (a transaction's).
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> CollectorError + 'static {
+        let path = self.path.clone();
         move |error| CollectorError::Db {
-            path: self.path.clone(),
+            path: path.clone(),
             error,
         }
     }
 
+    /// A write transaction. It takes the write lock when it begins (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads first and then writes fails at once with "database is
+    /// locked" when another process (serve beside an `ingest`) committed in between, and the
+    /// busy timeout cannot help it; an immediate one waits its turn instead.
     pub(crate) fn tx(&mut self) -> Result<Transaction<'_>, CollectorError> {
         let path = self.path.clone();
         self.conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(move |error| CollectorError::Db { path, error })
     }
 
@@ -950,6 +959,39 @@ mod tests {
     use super::*;
     use crate::ingest::{parse_list, Defaults};
     use picket_proto::Severity;
+
+    /// `serve` and an `ingest` write the same file from two connections. A write transaction
+    /// that read first used to fail at once with "database is locked" when the other committed
+    /// in between (SQLite cannot upgrade a stale read snapshot); now each waits its turn.
+    #[test]
+    fn two_connections_writing_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        Store::open(&path).unwrap();
+        let d = Defaults {
+            source: "a".into(),
+            tlp: Tlp::Green,
+            confidence: 50,
+            severity: Severity::Medium,
+        };
+        let writers: Vec<_> = (0..2u8)
+            .map(|w| {
+                let (path, d) = (path.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let mut s = Store::open(&path).unwrap();
+                    for round in 0..100u32 {
+                        let text = format!("198.51.{w}.{}\n", round % 250);
+                        let batch = parse_list(Path::new("feed"), &text, &d).unwrap();
+                        s.upsert_indicators(&batch, i64::from(round))
+                            .unwrap_or_else(|e| panic!("writer {w} round {round}: {e}"));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+    }
 
     #[test]
     fn upsert_counts_and_tlp_ceiling() {
