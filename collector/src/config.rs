@@ -72,9 +72,18 @@ pub struct TaxiiMember {
     /// Its password, salted and stretched: `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`,
     /// as `crate::taxii_server::hash_password` writes it. The password itself is never stored.
     pub password_hash: String,
-    /// The communities (API roots) it may read.
+    /// The communities (API roots) whose `sightings` collection it may read.
     #[serde(default)]
     pub communities: Vec<String>,
+    /// The communities whose `contributions` collection it may post sightings and indicators
+    /// to. What it posts counts as one organisation, this account, towards a community's k.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contribute: Vec<String>,
+    /// The member organisation's sector (for example `financial-services`). A community with
+    /// `disclosure = "sector"` names its sector only when at least k of its members (this
+    /// organisation included) are in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
 }
 
 /// `[[community]]`: one community sightings may be shared with, and the policy that decides
@@ -118,6 +127,43 @@ pub struct CommunityConfig {
     /// know only TLP 1.0.
     #[serde(default = "default_marking")]
     pub marking: String,
+    /// `[[community.upstream]]`: TAXII 2.1 collections of the community elsewhere (an ISAC's
+    /// server) that what it may receive is pushed to, and whose sightings may be pulled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[[community.upstream]]`: one TAXII 2.1 collection a community's shared objects are pushed
+/// to (the same bundle `share preview` shows, each object version once), and optionally pulled
+/// from: sightings pulled from it count as one organisation, `upstream:<name>`, towards k.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A name for it (letters, digits, `-`, `_`), unique within the community.
+    pub name: String,
+    /// The API root's URL (`https://taxii.example.org/isac/`; `http://` only to loopback).
+    pub api_root: String,
+    /// The collection's id.
+    pub collection: String,
+    /// The HTTP Basic user name, if the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A file (relative to the data directory, or absolute) whose first line is the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// A PEM file of the CA certificates trusted for the server (needed for `https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Push the community's shared objects there (default true).
+    #[serde(default = "default_true")]
+    pub push: bool,
+    /// Pull other organisations' sightings from there (default false).
+    #[serde(default)]
+    pub pull: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_community_tlp() -> String {

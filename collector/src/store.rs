@@ -196,6 +196,87 @@ CREATE TABLE false_positives (
     PRIMARY KEY (org, indicator)
 );
 "#,
+    // Sharing with communities (issue 6).
+    //
+    // taxii_served: every object version the TAXII server has served a community, with the
+    // date_added it was first served under, so that `added_after` survives a restart.
+    //
+    // taxii_status: the status resource of each POST to a community's collection (the whole
+    // resource as JSON), readable by the account that posted it.
+    //
+    // contributions: every object a member posted (one row per object version per account); an
+    // identical object posted again is a no-op, not an error.
+    //
+    // community_sightings: other organisations' sightings, one row per sighting object per
+    // account that gave it (a member's TAXII account, or `upstream:<name>` for what was pulled),
+    // keeping the newest version. `indicator` is the STIX id it sighted; k counts distinct
+    // accounts, never the `created_by_ref` an object claims.
+    //
+    // pushed / upstream_bookmarks: what went to each upstream TAXII collection (so a retry never
+    // sends an object version twice) and where pulling from it stopped.
+    r#"
+CREATE TABLE taxii_served (
+    org        INTEGER NOT NULL,
+    community  TEXT NOT NULL,
+    object_id  TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    added_ms   INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (org, community, object_id, version)
+);
+CREATE INDEX taxii_served_added ON taxii_served (org, community, added_ms);
+CREATE TABLE taxii_status (
+    org        INTEGER NOT NULL,
+    id         TEXT NOT NULL,
+    community  TEXT NOT NULL,
+    account    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (org, id)
+);
+CREATE TABLE contributions (
+    org        INTEGER NOT NULL,
+    community  TEXT NOT NULL,
+    account    TEXT NOT NULL,
+    object_id  TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    added_ms   INTEGER NOT NULL,
+    PRIMARY KEY (org, community, account, object_id, version)
+);
+CREATE TABLE community_sightings (
+    org          INTEGER NOT NULL,
+    community    TEXT NOT NULL,
+    account      TEXT NOT NULL,
+    sighting_id  TEXT NOT NULL,
+    indicator    TEXT NOT NULL,
+    count        INTEGER NOT NULL,
+    first_seen   INTEGER,
+    last_seen    INTEGER,
+    modified     TEXT NOT NULL,
+    false_positive INTEGER NOT NULL DEFAULT 0,
+    received     INTEGER NOT NULL,
+    PRIMARY KEY (org, community, account, sighting_id)
+);
+CREATE INDEX community_sightings_indicator ON community_sightings (org, indicator);
+CREATE TABLE pushed (
+    org        INTEGER NOT NULL,
+    community  TEXT NOT NULL,
+    upstream   TEXT NOT NULL,
+    object_id  TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    pushed_ms  INTEGER NOT NULL,
+    PRIMARY KEY (org, community, upstream, object_id, version)
+);
+CREATE TABLE upstream_bookmarks (
+    org         INTEGER NOT NULL,
+    community   TEXT NOT NULL,
+    upstream    TEXT NOT NULL,
+    added_after TEXT NOT NULL,
+    PRIMARY KEY (org, community, upstream)
+);
+"#,
 ];
 
 /// The store.

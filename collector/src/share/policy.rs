@@ -600,6 +600,7 @@ mod tests {
             count_bands: vec![1, 10, 100, 1000],
             delay: "0s".into(),
             marking: "2.0".into(),
+            upstream: Vec::new(),
         };
         let p = Path::new("picket.toml");
         assert_eq!(Community::from_config(&base, p).unwrap(), community(3));

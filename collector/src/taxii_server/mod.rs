@@ -816,6 +816,8 @@ pub fn add_member(
         name: name.to_owned(),
         password_hash: hash_password(password, PASSWORD_ITERATIONS)?,
         communities: communities.to_vec(),
+        contribute: Vec::new(),
+        sector: None,
     };
     members.push(member.clone());
     check_members(&members, &configured).map_err(|e| refuse(e.to_string()))?;
