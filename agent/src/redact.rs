@@ -34,8 +34,12 @@
 //!   `/media/<user>/…` and `/run/media/<user>/…` (removable media) become `/media/<user>/…`,
 //!   `/run/media/<user>/…`, and `/run/user/<uid>/…` becomes `/run/user/<uid>/…`, literally, for
 //!   any name or number there.
-//! - **User names become `<user>`** wherever one is a whole path segment, not only after a home
-//!   parent (`/tmp/alice/stage2` becomes `/tmp/<user>/stage2`). The user names known are: the
+//! - **User names become `<user>`** wherever they are in a path, in any case, not only after a
+//!   home parent: as a whole segment (`/tmp/alice/stage2` becomes `/tmp/<user>/stage2`) or inside
+//!   one (`~/Downloads/alice-invoice.exe` becomes `~/Downloads/<user>-invoice.exe`; a name shorter
+//!   than three characters only as a whole segment, like host names). A name inside another word
+//!   goes too (`ann` in `annual.pdf`): over-redaction costs a guess, a kept name can identify a
+//!   person. The user names known are: the
 //!   accounts of `/etc/passwd` with uid 1000 and up (except `nobody`); the names of the home
 //!   directories on this host (every directory under `/home` and `/var/home` that root does not
 //!   own, and in a root-owned directory there that looks like a domain, its subdirectories that
@@ -47,18 +51,17 @@
 //!   `localhost` and its kin are not the host's names. A name shorter than three characters is
 //!   replaced only as a whole segment (inside words it would garble every path and say nothing).
 //!
-//! What the rules do **not** catch: a user name inside a segment (`jsmith-notes.txt`,
-//! `backup_jsmith`), or as a whole segment when the account is neither in `/etc/passwd` nor the
-//! owner of a home directory here nor of the matched file (a directory user who never logged in
-//! here, a colleague's name in a share path); a home directory outside the parents above whose
-//! account is not in `/etc/passwd`; another host's name (a backup of `db02` on this host); the
-//! organisation's domain when it is not part of this host's name; and anything else personal in
-//! a file or directory name (a customer's name, a project). On hosts whose users come from LDAP or
-//! Active Directory, local rules cannot know every user: `location = "name"` (the file name
-//! alone, with the same user and host replacements) or `location = "none"` is the choice there.
-//! The owner is looked up when a report is made, so `--outbound`, run later, can differ from what
-//! was sent for a file deleted (or given to another owner) since: its owner's name is then
-//! replaced only if another rule knows it.
+//! What the rules do **not** catch: a user name when the account is neither in `/etc/passwd`
+//! nor the owner of a home directory here nor of the matched file (a directory user who never
+//! logged in here, a colleague's name in a share path); a home directory outside the parents
+//! above whose account is not in `/etc/passwd`; another host's name (a backup of `db02` on
+//! this host); the organisation's domain when it is not part of this host's name; and anything
+//! else personal in a file or directory name (a customer's name, a project). On hosts whose
+//! users come from LDAP or Active Directory, local rules cannot know every user: `location =
+//! "name"` (the file name alone, with the same user and host replacements) or `location =
+//! "none"` is the choice there. The owner is looked up when a report is made, so `--outbound`,
+//! run later, can differ from what was sent for a file deleted (or given to another owner)
+//! since: its owner's name is then replaced only if another rule knows it.
 //!
 //! Reports are aggregated per (indicator, kind, observed, location): several files that match
 //! one glob on one host are one report (their counts summed, first and last seen widened), so
@@ -343,35 +346,47 @@ impl Redactor {
         for (i, s) in segments.iter_mut().enumerate() {
             if i == at && !s.is_empty() {
                 *s = marker.to_owned();
-            } else if self.is_user(s, owner) {
-                *s = USER.to_owned();
             } else {
-                *s = self.hide_hosts(s);
+                *s = self.hide_names(s, owner);
             }
         }
         format!("{prefix}{}", segments.join("/"))
     }
 
-    /// `segment` with each of the host's names in it (any case) replaced by `<host>`: names of
-    /// [`MIN_HOST_INSIDE`] characters or more wherever they occur, shorter ones only as the
-    /// whole segment. One left-to-right pass, longest name first at each position, so a
-    /// replacement is never matched again.
-    fn hide_hosts(&self, segment: &str) -> String {
+    /// `segment` with each user name and each of the host's names in it (any case) replaced by
+    /// `<user>` and `<host>`: names of [`MIN_HOST_INSIDE`] characters or more wherever they
+    /// occur (`jsmith-notes.txt` becomes `<user>-notes.txt`), shorter ones only as the whole
+    /// segment. One left-to-right pass, longest name first at each position, so a replacement
+    /// is never matched again. A user name inside a longer word is replaced too (`ann` in
+    /// `annual.pdf`): a garbled file name costs an analyst a guess, a kept one can name a
+    /// person.
+    fn hide_names(&self, segment: &str, owner: Option<&str>) -> String {
+        if self.is_user(segment, owner) || self.users_ci(segment, owner) {
+            return USER.to_owned();
+        }
         if self.hosts.iter().any(|h| segment.eq_ignore_ascii_case(h)) {
             return HOST.to_owned();
         }
+        let mut names: Vec<(&str, &str)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.as_str(), HOST))
+            .chain(self.users.iter().map(|u| (u.as_str(), USER)))
+            .chain(owner.map(|o| (o, USER)))
+            .filter(|(n, _)| n.len() >= MIN_HOST_INSIDE)
+            .collect();
+        names.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(b.0)));
         let bytes = segment.as_bytes();
         let mut out = String::with_capacity(segment.len());
         let mut i = 0;
         'scan: while i < segment.len() {
-            for h in &self.hosts {
-                let end = i + h.len();
-                if h.len() >= MIN_HOST_INSIDE
-                    && end <= bytes.len()
-                    && bytes[i..end].eq_ignore_ascii_case(h.as_bytes())
+            for (name, marker) in &names {
+                let end = i + name.len();
+                if end <= bytes.len()
+                    && bytes[i..end].eq_ignore_ascii_case(name.as_bytes())
                     && segment.is_char_boundary(end)
                 {
-                    out.push_str(HOST);
+                    out.push_str(marker);
                     i = end;
                     continue 'scan;
                 }
@@ -383,6 +398,13 @@ impl Redactor {
             i += c.len_utf8();
         }
         out
+    }
+
+    /// Whether `segment` is a user name in another case (`JSmith` for `jsmith`).
+    fn users_ci(&self, segment: &str, owner: Option<&str>) -> bool {
+        !segment.is_empty()
+            && (owner.is_some_and(|o| o.eq_ignore_ascii_case(segment))
+                || self.users.iter().any(|u| u.eq_ignore_ascii_case(segment)))
     }
 
     /// The part of `path` after a home directory (starting with `/`, or empty when `path` is the
@@ -441,11 +463,7 @@ impl Redactor {
         };
         let name = || {
             let n = value.rsplit('/').next().unwrap_or(value);
-            let n = if self.is_user(n, owner) {
-                USER.to_owned()
-            } else {
-                self.hide_hosts(n)
-            };
+            let n = self.hide_names(n, owner);
             (!n.is_empty() && n.len() <= wire::MAX_FIELD).then_some(n)
         };
         match self.mode {
@@ -589,7 +607,8 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
         for (path, want) in [
             // A home outside /home, from passwd.
             ("/srv/users/bob/projects/run.sh", "~/projects/run.sh"),
-            ("/srv/users/bobby/x", "/srv/users/bobby/x"),
+            // Not bob's home; his name inside another word still goes (over-redaction is safe).
+            ("/srv/users/bobby/x", "/srv/users/<user>by/x"),
             // A user name elsewhere in a path.
             (
                 "/var/spool/cron/crontabs/alice",
@@ -672,19 +691,52 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
     }
 
     #[test]
-    fn user_names_go_wherever_they_are_a_whole_segment_only() {
+    fn user_names_go_wherever_they_are_in_a_path_in_any_case() {
         let r = Redactor::from_passwd(Location::Redacted, PASSWD);
         for (path, want) in [
             ("/srv/alice", "/srv/<user>"),
             ("/srv/alice/bob/x", "/srv/<user>/<user>/x"),
             ("/run/user/1001/bob/x", "/run/user/<uid>/<user>/x"),
-            // Inside a segment a user name stays (documented): only whole segments go.
-            ("/srv/alice-notes.txt", "/srv/alice-notes.txt"),
-            ("/srv/Alice/x", "/srv/Alice/x"),
+            // Inside a segment, in any case.
+            ("/srv/alice-notes.txt", "/srv/<user>-notes.txt"),
+            ("/srv/Alice/x", "/srv/<user>/x"),
+            ("/srv/backup_ALICE_bob.tar", "/srv/backup_<user>_<user>.tar"),
+            (
+                "/home/alice/Downloads/alice-invoice.exe",
+                "~/Downloads/<user>-invoice.exe",
+            ),
             ("/media/", "/media/"),
             ("relative/alice", "relative/<user>"),
         ] {
             assert_eq!(r.redact_path(path), want, "{path}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A user name or host name of three characters or more never survives redaction,
+        /// wherever it sits in a path and in whatever case (the privacy canaries of the
+        /// end-to-end test, in the small).
+        #[test]
+        fn known_names_never_survive_anywhere_in_a_path(
+            user in "[a-z][a-z0-9]{2,11}",
+            host in "[a-z][a-z0-9-]{2,11}",
+            pre in "[A-Za-z0-9._-]{0,6}",
+            post in "[A-Za-z0-9._-]{0,6}",
+            upper in proptest::bool::ANY,
+            depth in 0usize..3,
+        ) {
+            // A name inside a marker (`user`, `host`, `uid`) is not one a path could leak.
+            proptest::prop_assume!(!["<user>", "<host>", "<uid>"].iter().any(|m| m.contains(user.as_str()) || m.contains(host.as_str())));
+            let r = Redactor::new(Location::Redacted).with_users([&user]).with_host_names([&host]);
+            let name = |n: &str| if upper { n.to_ascii_uppercase() } else { n.to_owned() };
+            let mut path = String::from("/srv");
+            for _ in 0..depth {
+                path.push_str(&format!("/{pre}{}{post}", name(&user)));
+            }
+            path.push_str(&format!("/{pre}{}{post}/{}-{}.txt", name(&host), name(&user), name(&host)));
+            let out = r.redact_path(&path).to_ascii_lowercase();
+            proptest::prop_assert!(!out.contains(&user), "{path} -> {out}");
+            proptest::prop_assert!(!out.contains(&host), "{path} -> {out}");
         }
     }
 
