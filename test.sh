@@ -30,6 +30,7 @@ cargo run --release -p picket-bench -- --quick all
 
 # The README's other command: the demo must run end to end and detect what it plants.
 ./demo.sh > /dev/null
+bash packaging/test.sh --no-build   # the .deb packages and systemd units, from the release build above
 
 # A few seconds per fuzz target: proves each builds and survives its seed corpus.
 bash fuzz/smoke.sh "${PICKET_FUZZ_SECONDS:-5}"
