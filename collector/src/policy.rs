@@ -8,11 +8,18 @@
 //! hashes and remote addresses only; names, globs, paths and command-line substrings come only
 //! from sources the operator marks trusted, since otherwise any feed could turn the fleet into a
 //! search engine for a leaked document or a person's files.
+//!
+//! Priority: an indicator that another organisation of a community saw (its sightings came in
+//! through the community, see `share::inbound`) goes into the next set with its severity
+//! raised one step, at most critical ([`prioritised`]): a confirmed indicator is live in the
+//! wild, and a match on it deserves a faster look. Only sightings raise it: a member's
+//! false-positive verdict is shown to the operator but changes nothing here, so one member
+//! cannot lower what reaches this organisation's endpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use picket_proto::{FileCondition, Observable, ProcessCondition, Tlp};
+use picket_proto::{FileCondition, Observable, ProcessCondition, Record, Severity, Tlp};
 
 /// The observable kinds a source may put on endpoints unless it is trusted.
 pub const DEFAULT_KINDS: &[&str] = &["file-hash", "process-hash", "remote-addr"];
@@ -207,6 +214,33 @@ impl Policy {
     }
 }
 
+/// One step up: info → low → medium → high → critical (critical stays).
+pub fn raised(severity: Severity) -> Severity {
+    match severity {
+        Severity::Info => Severity::Low,
+        Severity::Low => Severity::Medium,
+        Severity::Medium => Severity::High,
+        Severity::High | Severity::Critical => Severity::Critical,
+    }
+}
+
+/// The record an indicator goes into a set as, given how many other organisations confirmed
+/// it (distinct community accounts whose sightings name it): as stored when none did, with
+/// its severity [`raised`] one step when at least one did. A record that does not decode is
+/// returned as stored (the set's own checks deal with it).
+pub fn prioritised(record: &Record, confirmed_by: usize) -> Record {
+    if confirmed_by == 0 {
+        return record.clone();
+    }
+    match record.indicator() {
+        Ok(Some(mut ind)) => {
+            ind.meta.severity = raised(ind.meta.severity);
+            Record::from_indicator(&ind).unwrap_or_else(|_| record.clone())
+        }
+        _ => record.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +256,47 @@ mod tests {
             revoked: false,
             sources,
         }
+    }
+
+    #[test]
+    fn a_confirmed_indicator_goes_out_one_severity_step_higher() {
+        use picket_proto::{Hash, Indicator, Meta};
+        let record = |severity| {
+            Record::from_indicator(&Indicator {
+                id: "indicator--1".into(),
+                observable: Observable::FileHash {
+                    hash: Hash::from_hex("44d88612fea8a8f36de82e1278abb02f").unwrap(),
+                    size: None,
+                },
+                meta: Meta {
+                    confidence: 50,
+                    severity,
+                    tlp: Tlp::Green,
+                    valid_until: None,
+                    source: "feed".into(),
+                },
+            })
+            .unwrap()
+        };
+        let severity = |r: &Record| r.indicator().unwrap().unwrap().meta.severity;
+        assert_eq!(
+            prioritised(&record(Severity::Medium), 0),
+            record(Severity::Medium)
+        );
+        assert_eq!(
+            severity(&prioritised(&record(Severity::Medium), 1)),
+            Severity::High
+        );
+        assert_eq!(
+            severity(&prioritised(&record(Severity::Medium), 5)),
+            Severity::High,
+            "one step, however many"
+        );
+        assert_eq!(severity(&prioritised(&record(Severity::Info), 1)), Severity::Low);
+        assert_eq!(
+            severity(&prioritised(&record(Severity::Critical), 1)),
+            Severity::Critical
+        );
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Sharing sightings with communities: the policy that decides what each community learns
-//! ([`policy`], pure), the STIX 2.1 bundle it receives ([`stix_out`], pure), and the shell that
-//! feeds them from the store for `share preview`.
+//! ([`policy`], pure), the STIX 2.1 bundle it receives ([`stix_out`], pure), what comes in from
+//! the community ([`inbound`]: other organisations' sightings, false-positive verdicts and
+//! indicators), and the shell that feeds the store's sightings, this organisation's and the
+//! community's, through the policy for `share preview`.
 //!
 //! Architecture invariant: nothing reaches a community except through [`policy::decide`],
 //! whose output ([`Shared`]) holds an indicator id, a TLP, coarsened times, a banded count and
 //! a false-positive flag, and nothing else. Agent ids, keys, sequence numbers, locations,
 //! addresses and heartbeats are never read by this module's shell.
 
+pub mod inbound;
 pub mod misp_out;
 pub mod policy;
 pub mod stix_out;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +22,7 @@ use serde_json::Value;
 
 pub use policy::{
     decide, Candidate, Community, Decision, Disclosure, Held, MarkingVersion, OrgSighting, OwnSightings,
-    Shared,
+    SectorWithheld, Shared,
 };
 pub use stix_out::{bundle, IndicatorObject, Outgoing};
 
@@ -39,6 +43,9 @@ pub struct Preview {
     /// The policy's decision for each shared indicator, with the stored indicator ids it
     /// covers (for other output formats, such as [`misp_out`], to render the same decisions).
     pub sent: Vec<(Shared, Vec<String>)>,
+    /// The community asks for the sector, but fewer than k of its organisations are in it: the
+    /// bundle names no one, and this says why (for the operator).
+    pub sector_withheld: Option<SectorWithheld>,
 }
 
 /// The STIX id a shared sighting names for a stored indicator: its own id, less the `/<n>`
@@ -95,9 +102,10 @@ fn minted_indicator(stored: &Stored, bucket: i64) -> Option<IndicatorObject> {
     })
 }
 
-/// What community `name` would receive at `now`, from the sightings in the store. Other
-/// organisations' sightings are not received yet, so none count towards k: with k ≥ 2 nothing
-/// is shared until inbound sharing exists.
+/// What community `name` would receive at `now`: this organisation's sightings, with the other
+/// organisations' sightings received through this community (posted by its TAXII members or
+/// pulled from its upstream collections, see [`inbound`]) counting towards its k, one
+/// organisation per account. Sightings received through another community never count here.
 pub fn preview(dir: &DataDir, name: &str, now: i64) -> Result<Preview, CollectorError> {
     preview_with(dir, name, &BTreeMap::new(), now)
 }
@@ -120,9 +128,15 @@ pub(crate) fn community(dir: &DataDir, name: &str) -> Result<(Community, [u8; 32
     Ok((community, key))
 }
 
-/// [`preview`], with other organisations' sightings by stored indicator id (Picket's id, as
-/// `sightings` shows it): the input inbound sharing will fill, one entry per authenticated
-/// account.
+/// Whether Picket minted `stored`'s id and publishes the indicator beside its sightings: a
+/// community then knows it only under the id derived for that community.
+pub(crate) fn is_minted(stored: &Stored) -> bool {
+    minted_indicator(stored, 1).is_some()
+}
+
+/// [`preview`], with more other organisations' sightings by stored indicator id (Picket's id,
+/// as `sightings` shows it), one entry per account, on top of those the store received through
+/// the community: for tests, and for callers holding sightings the store does not.
 pub fn preview_with(
     dir: &DataDir,
     name: &str,
@@ -131,6 +145,8 @@ pub fn preview_with(
 ) -> Result<Preview, CollectorError> {
     let (community, key) = community(dir, name)?;
     let store = dir.store()?;
+    // Matched by the STIX id this community knows the indicator by (below).
+    let inbound = store.inbound_sightings(&community.name)?;
     // The branches of one STIX indicator with `OR` are one shared object: their sightings are
     // merged, and the strictest TLP among them goes.
     let mut by_stix: BTreeMap<String, (Candidate, Vec<String>, Option<IndicatorObject>)> = BTreeMap::new();
@@ -153,13 +169,14 @@ pub fn preview_with(
             None => stix_id(&agg.indicator).to_owned(),
         };
         let entry = by_stix.entry(id.clone()).or_insert_with(|| {
+            let others = inbound.get(&id).cloned().unwrap_or_default();
             let cand = Candidate {
                 stix_id: id,
                 tlp,
                 revoked,
                 false_positive: false,
                 own: None,
-                others: Vec::new(),
+                others,
             };
             (cand, Vec::new(), minted)
         });
@@ -196,10 +213,27 @@ pub fn preview_with(
             Decision::Hold(why) => held.extend(ids.into_iter().map(|id| (id, why.clone()))),
         }
     }
+    // The sector rule: the sector is named only while k organisations of the community are in
+    // it; otherwise the bundle names no one.
+    let in_sector = match &community.disclosure {
+        Disclosure::Sector(sector) => {
+            policy::organisations_in_sector(&community.name, sector, &dir.config().taxii.members)
+        }
+        _ => 1,
+    };
+    let (disclosure, sector_withheld) = match policy::disclosed(&community, in_sector) {
+        Ok(d) => (d, None),
+        Err(withheld) => (Disclosure::None, Some(withheld)),
+    };
+    let outgoing = Community {
+        disclosure,
+        ..community
+    };
     Ok(Preview {
-        bundle: bundle(&community, &key, &dir.config().org, &out, now),
+        bundle: bundle(&outgoing, &key, &dir.config().org, &out, now),
         shared: out.len(),
         held,
         sent,
+        sector_withheld,
     })
 }

@@ -10,7 +10,10 @@
 //! 2. A sighting of an indicator its source revoked is not shared.
 //! 3. The k-threshold, counted in distinct organisations: this organisation counts once however
 //!    many of its agents saw the indicator, and each other organisation once per authenticated
-//!    account. Below k nothing about the indicator leaves, false-positive marks included.
+//!    account of this community (a member's TAXII account, or an upstream collection), however
+//!    many sightings it sent and whatever `created_by_ref` they claim. Sightings received
+//!    through one community never count towards another's k. Below k nothing about the
+//!    indicator leaves, false-positive marks included.
 //! 4. The delay: an indicator this organisation first saw later than `now - delay` is not
 //!    shared yet, and no shared time is later than `now - delay`.
 //!
@@ -18,6 +21,9 @@
 //! bucket (but never past `now - delay`), the count replaced by the lower bound of its band.
 //! [`Shared`] holds nothing else: no agent, host, key, sequence number, location or address
 //! enters this module, so none can leave through it.
+//!
+//! Identity: a community that asks for the sector is told it only while at least k of its
+//! organisations are in that sector ([`disclosed`]); otherwise nothing says who saw it.
 //!
 //! Ids: a shared sighting's STIX id is an HMAC-SHA256, keyed by the community's secret, over
 //! the community's name, the period (the bucket of the indicator's first sighting here) and the
@@ -31,7 +37,7 @@ use std::path::Path;
 use picket_proto::{parse_duration, Tlp};
 use ring::hmac;
 
-use crate::config::CommunityConfig;
+use crate::config::{CommunityConfig, TaxiiMember};
 use crate::CollectorError;
 
 /// Who a community learns saw an indicator.
@@ -39,9 +45,11 @@ use crate::CollectorError;
 pub enum Disclosure {
     /// No one: shared sightings carry no `where_sighted_refs` and no `created_by_ref`.
     None,
-    /// A sector identity only. DESIGN.md allows it only when at least k members share the
-    /// sector; the collector cannot see the other members' sectors, so it takes the operator's
-    /// word that the configured sector is the community's own (every member shares it).
+    /// A sector identity only, and only when at least k organisations of the community are
+    /// in that sector (DESIGN.md): this organisation, whose sector this is, and the TAXII
+    /// members of the community (`[[taxii.member]]` that may read or contribute to it) whose
+    /// `sector` is the same (see [`disclosed`]). Below k, nothing identifies who saw it, as
+    /// with [`Disclosure::None`].
     Sector(String),
     /// This organisation, by name.
     Organisation,
@@ -174,6 +182,65 @@ impl Community {
     }
 }
 
+/// A configured sector that is not disclosed: fewer than k organisations of the community are
+/// in it, so naming it could name this organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectorWithheld {
+    /// The configured sector.
+    pub sector: String,
+    /// The organisations of the community in it, this one included.
+    pub organisations: u32,
+    /// The community's k.
+    pub k: u32,
+}
+
+impl std::fmt::Display for SectorWithheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sector {:?} is not disclosed: {} organisation{} of the community {} in it (this one included), below k = {}; nothing identifies who saw it",
+            self.sector,
+            self.organisations,
+            if self.organisations == 1 { "" } else { "s" },
+            if self.organisations == 1 { "is" } else { "are" },
+            self.k
+        )
+    }
+}
+
+/// How many organisations of `community` are in `sector`: this one (the community's configured
+/// sector is this organisation's) and each TAXII member that may read or contribute to the
+/// community and gives the same sector (compared without case and surrounding spaces). A
+/// member is one organisation however often it is listed.
+pub fn organisations_in_sector(community: &str, sector: &str, members: &[TaxiiMember]) -> u32 {
+    let want = sector.trim();
+    let names: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.communities.iter().chain(&m.contribute).any(|c| c == community))
+        .filter(|m| {
+            m.sector
+                .as_deref()
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case(want))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    u32::try_from(names.len()).unwrap_or(u32::MAX).saturating_add(1)
+}
+
+/// The disclosure the community's objects carry, given how many of its organisations are in
+/// the configured sector ([`organisations_in_sector`]): a sector only when at least k are;
+/// otherwise [`Disclosure::None`], and why (`Err`). Other disclosures are returned as they are.
+pub fn disclosed(community: &Community, in_sector: u32) -> Result<Disclosure, SectorWithheld> {
+    match &community.disclosure {
+        Disclosure::Sector(sector) if in_sector < community.k => Err(SectorWithheld {
+            sector: sector.clone(),
+            organisations: in_sector,
+            k: community.k,
+        }),
+        other => Ok(other.clone()),
+    }
+}
+
 /// This organisation's sightings of one indicator, aggregated over its agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnSightings {
@@ -187,9 +254,10 @@ pub struct OwnSightings {
     pub last_seen: i64,
 }
 
-/// Another organisation's sightings of the indicator, as they reached this collector (inbound
-/// TAXII, later). `org` is the authenticated account, never a claimed `created_by_ref`: it is
-/// what the k-threshold counts.
+/// Another organisation's sightings of the indicator, as they reached this collector through
+/// the community (posted by a TAXII member, or pulled from an upstream collection; see
+/// [`super::inbound`]). `org` is the authenticated account, never a claimed `created_by_ref`:
+/// it is what the k-threshold counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSighting {
     /// The authenticated account of the organisation that reported it.
@@ -211,7 +279,7 @@ pub struct Candidate {
     pub false_positive: bool,
     /// This organisation's sightings, if any agent saw it.
     pub own: Option<OwnSightings>,
-    /// Other organisations' sightings (none until inbound sharing exists).
+    /// Other organisations' sightings received through this community (never another's).
     pub others: Vec<OrgSighting>,
 }
 
@@ -586,6 +654,53 @@ mod tests {
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4", "{a}");
         assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+
+    fn member(name: &str, read: &[&str], write: &[&str], sector: Option<&str>) -> TaxiiMember {
+        TaxiiMember {
+            name: name.into(),
+            password_hash: String::new(),
+            communities: read.iter().map(|c| (*c).into()).collect(),
+            contribute: write.iter().map(|c| (*c).into()).collect(),
+            sector: sector.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_sector_is_named_only_when_k_organisations_of_the_community_share_it() {
+        let fin = Some("financial-services");
+        let members = [
+            member("bank-a", &["isac"], &[], fin),
+            member("bank-b", &[], &["isac"], Some(" Financial-Services ")),
+            // Listed twice, one organisation.
+            member("bank-b", &["isac"], &[], fin),
+            member("hospital", &["isac"], &["isac"], Some("healthcare")),
+            member("no-sector", &["isac"], &[], None),
+            member("bank-elsewhere", &["other"], &["other"], fin),
+        ];
+        assert_eq!(organisations_in_sector("isac", "financial-services", &members), 3);
+        assert_eq!(organisations_in_sector("isac", "healthcare", &members), 2);
+        assert_eq!(
+            organisations_in_sector("other", "financial-services", &members),
+            2
+        );
+        let mut c = community(3);
+        c.disclosure = Disclosure::Sector("financial-services".into());
+        assert_eq!(
+            disclosed(&c, 3),
+            Ok(Disclosure::Sector("financial-services".into()))
+        );
+        let held = disclosed(&c, 2).unwrap_err();
+        assert_eq!((held.organisations, held.k), (2, 3));
+        assert!(
+            held.to_string().contains("nothing identifies who saw it"),
+            "{held}"
+        );
+        // The other disclosures are not the sector rule's business.
+        c.disclosure = Disclosure::Organisation;
+        assert_eq!(disclosed(&c, 1), Ok(Disclosure::Organisation));
+        c.disclosure = Disclosure::None;
+        assert_eq!(disclosed(&c, 1), Ok(Disclosure::None));
     }
 
     #[test]

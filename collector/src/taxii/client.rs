@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde_json::Value;
 use ureq::http::{HeaderValue, Uri};
 use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
 
@@ -21,6 +23,93 @@ use super::{Credentials, Limits, Pulled, TaxiiError};
 const MAX_CA_FILE: u64 = 1 << 20;
 /// How much of an error response is read for its message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// The largest status resource read (one entry per object of a POST).
+const MAX_STATUS: u64 = 16 << 20;
+/// How many object ids one presence query names (`match[id]=a,b,…`), so that URLs stay well
+/// under the limits servers and proxies put on them.
+const IDS_PER_QUERY: usize = 32;
+
+/// A status resource (TAXII 2.1 section 4.3.1): what became of the objects of one POST.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    /// Its id, for [`Client::status`].
+    pub id: String,
+    /// `complete` or `pending`.
+    pub status: String,
+    /// When the server took the request.
+    #[serde(default)]
+    pub request_timestamp: Option<String>,
+    /// How many objects the request held.
+    #[serde(default)]
+    pub total_count: u64,
+    /// How many the server took.
+    #[serde(default)]
+    pub success_count: u64,
+    /// How many it refused.
+    #[serde(default)]
+    pub failure_count: u64,
+    /// How many it has yet to decide.
+    #[serde(default)]
+    pub pending_count: u64,
+    /// The objects taken, when the server lists them.
+    #[serde(default)]
+    pub successes: Vec<StatusDetails>,
+    /// The objects refused, when the server lists them.
+    #[serde(default)]
+    pub failures: Vec<StatusDetails>,
+    /// The objects not decided yet, when the server lists them.
+    #[serde(default)]
+    pub pendings: Vec<StatusDetails>,
+}
+
+impl Status {
+    /// Whether the server has decided every object (`status` is `complete`).
+    pub fn is_complete(&self) -> bool {
+        self.status == "complete"
+    }
+}
+
+/// One object in a status resource (TAXII 2.1 section 4.3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StatusDetails {
+    /// The object's id.
+    pub id: String,
+    /// The object's version (its `modified`, else `created`), as the server wrote it.
+    #[serde(default)]
+    pub version: String,
+    /// Why it failed, or other news about it, as the server wrote it (untrusted text: pass it
+    /// through `printable` before showing it).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Decodes a status resource. The caller has already capped `bytes` in size.
+fn parse_status(bytes: &[u8]) -> Result<Status, String> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a TAXII 2.1 status resource (not a JSON object)".to_owned());
+    }
+    let status: Status = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            format!("not JSON ({e})")
+        } else {
+            format!("not a TAXII 2.1 status resource ({e})")
+        }
+    })?;
+    if !matches!(status.status.as_str(), "complete" | "pending") {
+        return Err(format!(
+            "a status resource whose status is {:?}, neither \"complete\" nor \"pending\"",
+            printable(&status.status, 40)
+        ));
+    }
+    Ok(status)
+}
+
+/// The body of a POST: an envelope holding `objects`.
+pub(super) fn envelope_body(objects: &[Value]) -> Vec<u8> {
+    // Serializing JSON values cannot fail (no non-string keys, no I/O).
+    serde_json::to_vec(&serde_json::json!({ "objects": objects })).unwrap_or_default()
+}
 
 /// A TAXII 2.1 client: one set of credentials, one trust root, one set of limits.
 ///
@@ -130,7 +219,7 @@ impl Client {
         request: &PageRequest,
     ) -> Result<ObjectsPage, TaxiiError> {
         let url = objects_url(api_root, collection)?;
-        self.objects_page_at(&url, collection, request, self.limits.max_response)
+        self.objects_page_at(&url, collection, request, &[], self.limits.max_response)
     }
 
     fn objects_page_at(
@@ -138,9 +227,11 @@ impl Client {
         url: &str,
         collection: &str,
         request: &PageRequest,
+        filters: &[(&str, String)],
         cap: u64,
     ) -> Result<ObjectsPage, TaxiiError> {
         let mut query = vec![("limit", request.limit.to_string())];
+        query.extend(filters.iter().cloned());
         if let Some(after) = &request.added_after {
             query.push(("added_after", after.clone()));
         }
@@ -168,6 +259,19 @@ impl Client {
         collection: &str,
         bookmark: Option<&str>,
     ) -> Result<Pulled, TaxiiError> {
+        self.pull_matching(api_root, collection, bookmark, &[])
+    }
+
+    /// [`pull_objects`](Client::pull_objects), asking the server to filter: `filters` are
+    /// `match[…]` parameters (such as `("match[type]", "sighting".into())`), sent unchanged
+    /// with every page of the result set, as TAXII 2.1 requires when following `next`.
+    pub fn pull_matching(
+        &self,
+        api_root: &str,
+        collection: &str,
+        bookmark: Option<&str>,
+        filters: &[(&str, String)],
+    ) -> Result<Pulled, TaxiiError> {
         let url = objects_url(api_root, collection)?;
         let paging_error = |error| TaxiiError::Paging {
             url: url.clone(),
@@ -180,7 +284,7 @@ impl Client {
         loop {
             let budget = self.limits.max_pull.saturating_sub(bytes);
             let cap = self.limits.max_response.min(budget);
-            let page = match self.objects_page_at(&url, collection, &request, cap) {
+            let page = match self.objects_page_at(&url, collection, &request, filters, cap) {
                 Err(TaxiiError::TooLarge { .. }) if cap < self.limits.max_response => {
                     return Err(TaxiiError::PullTooLarge {
                         url,
@@ -219,19 +323,143 @@ impl Client {
         })
     }
 
+    /// Adds `objects` to a collection (`POST {api_root}collections/{id}/objects/`, TAXII 2.1
+    /// section 5.5): one envelope, sent as `application/taxii+json;version=2.1`. The server
+    /// answers 202 with a status resource, which may still be `pending`: poll it with
+    /// [`status`](Client::status). The caller keeps the body under the API root's
+    /// `max_content_length`.
+    pub fn post_objects(
+        &self,
+        api_root: &str,
+        collection: &str,
+        objects: &[Value],
+    ) -> Result<Status, TaxiiError> {
+        let url = objects_url(api_root, collection)?;
+        let body = envelope_body(objects);
+        let what = format!("TAXII collection {}", printable(collection, 100));
+        let fetched = self.send(&url, &what, MAX_STATUS.min(self.limits.max_response), Some(&body))?;
+        parse_status(&fetched.body).map_err(|problem| json_error(&url, problem))
+    }
+
+    /// A status resource (`GET {api_root}status/{id}/`, TAXII 2.1 section 4.3).
+    pub fn status(&self, api_root: &str, status_id: &str) -> Result<Status, TaxiiError> {
+        if status_id.is_empty() {
+            return Err(TaxiiError::Config {
+                problem: "the status id is empty".to_owned(),
+            });
+        }
+        let url = format!("{}status/{}/", api_root_url(api_root)?, percent_encode(status_id));
+        let what = format!("TAXII status {}", printable(status_id, 100));
+        let fetched = self.get(&url, &what, MAX_STATUS.min(self.limits.max_response))?;
+        parse_status(&fetched.body).map_err(|problem| json_error(&url, problem))
+    }
+
+    /// Which versions of the objects `ids` the collection holds: `(id, version)` pairs as the
+    /// server's manifest (`GET {api_root}collections/{id}/manifest/`, TAXII 2.1 section 5.3)
+    /// lists them, asked with `match[id]` (a few ids a request, so URLs stay short) and
+    /// `match[version]=all`, following `next` across pages. Versions are as the server wrote
+    /// them; compare them as timestamps ([`Timestamp`](super::Timestamp)), not as text.
+    pub fn versions_present(
+        &self,
+        api_root: &str,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<(String, String)>, TaxiiError> {
+        if collection.is_empty() {
+            return Err(TaxiiError::Config {
+                problem: "the collection id is empty".to_owned(),
+            });
+        }
+        let url = format!(
+            "{}collections/{}/manifest/",
+            api_root_url(api_root)?,
+            percent_encode(collection)
+        );
+        let what = format!("TAXII collection {}", printable(collection, 100));
+        let mut found = Vec::new();
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let filters = [
+                ("match[id]", chunk.join(",")),
+                ("match[version]", "all".to_owned()),
+            ];
+            let mut next: Option<String> = None;
+            for page in 1.. {
+                let mut query = vec![("limit", self.limits.page_size.to_string())];
+                query.extend(filters.iter().cloned());
+                if let Some(n) = &next {
+                    query.push(("next", n.clone()));
+                }
+                let full = format!("{url}?{}", query_string(&query));
+                let fetched = self.get(&full, &what, self.limits.max_response)?;
+                let envelope =
+                    resources::parse_envelope(&fetched.body).map_err(|problem| json_error(&url, problem))?;
+                for record in &envelope.objects {
+                    // A manifest record without an id or a version names nothing to match.
+                    if let (Some(Value::String(id)), Some(Value::String(version))) =
+                        (record.get("id"), record.get("version"))
+                    {
+                        if chunk.contains(&id.as_str()) {
+                            found.push((id.clone(), version.clone()));
+                        }
+                    }
+                }
+                match envelope.next.filter(|n| envelope.more && !n.is_empty()) {
+                    Some(n) if page < self.limits.max_pages => next = Some(n),
+                    Some(_) => {
+                        return Err(TaxiiError::Paging {
+                            url,
+                            error: super::PagingError::TooManyPages { pages: page },
+                        })
+                    }
+                    // `more` without `next` cannot be followed with the same filters: what the
+                    // server sent is what is known.
+                    None => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// GETs `url` (checked against the transport rules) and returns a successful TAXII body of
     /// at most `cap` bytes. `what` names the resource for a 404.
     fn get(&self, url: &str, what: &str, cap: u64) -> Result<Fetched, TaxiiError> {
+        self.send(url, what, cap, None)
+    }
+
+    /// GETs `url`, or POSTs `body` (TAXII 2.1 JSON) to it, under the transport rules, and
+    /// returns a successful TAXII body of at most `cap` bytes. `what` names the resource for a
+    /// 404.
+    fn send(&self, url: &str, what: &str, cap: u64, body: Option<&[u8]>) -> Result<Fetched, TaxiiError> {
         let uri = self.check(url)?;
         let shown = shown(&uri);
-        let mut request = self.agent.get(url).header("Accept", TAXII_MEDIA_TYPE);
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization.clone());
-        }
-        if uri.scheme_str() == Some("http") {
-            request = request.config().proxy(None).build();
-        }
-        let mut response = request.call().map_err(|e| transport(&shown, e))?;
+        let posting = body.is_some();
+        let sent = match body {
+            None => {
+                let mut request = self.agent.get(url).header("Accept", TAXII_MEDIA_TYPE);
+                if let Some(authorization) = &self.authorization {
+                    request = request.header("Authorization", authorization.clone());
+                }
+                if uri.scheme_str() == Some("http") {
+                    request = request.config().proxy(None).build();
+                }
+                request.call()
+            }
+            Some(body) => {
+                let mut request = self
+                    .agent
+                    .post(url)
+                    .header("Accept", TAXII_MEDIA_TYPE)
+                    .header("Content-Type", TAXII_MEDIA_TYPE);
+                if let Some(authorization) = &self.authorization {
+                    request = request.header("Authorization", authorization.clone());
+                }
+                if uri.scheme_str() == Some("http") {
+                    request = request.config().proxy(None).build();
+                }
+                request.send(body)
+            }
+        };
+        let mut response = sent.map_err(|e| transport(&shown, e))?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -279,6 +507,15 @@ impl Client {
         Err(match status {
             401 if self.authorization.is_some() => TaxiiError::Unauthorized { url: shown },
             401 => TaxiiError::CredentialsRequired { url: shown },
+            // TaxiiError::Forbidden speaks of reading; a refused POST is a refused write.
+            403 if posting => TaxiiError::Status {
+                url: shown,
+                status,
+                detail: format!(
+                    ": this account may not add objects to the collection{}",
+                    detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+                ),
+            },
             403 => TaxiiError::Forbidden {
                 url: shown,
                 detail: colon(&detail),
@@ -310,24 +547,30 @@ impl Client {
 
     /// Applies the transport rules to `url`.
     fn check(&self, url: &str) -> Result<Uri, TaxiiError> {
-        let uri = parse_url(url)?;
-        match uri.scheme_str() {
-            Some("https") if !self.has_ca => Err(TaxiiError::Config {
-                problem: format!(
-                    "{} needs a CA file: Picket trusts only the CA its operator names (for a publicly \
+        check_transport(url, self.has_ca)
+    }
+}
+
+/// Applies the transport rules (see [`Client`]) to `url`, for a client that has a CA file or
+/// not.
+pub(super) fn check_transport(url: &str, has_ca: bool) -> Result<Uri, TaxiiError> {
+    let uri = parse_url(url)?;
+    match uri.scheme_str() {
+        Some("https") if !has_ca => Err(TaxiiError::Config {
+            problem: format!(
+                "{} needs a CA file: Picket trusts only the CA its operator names (for a publicly \
                      trusted server, name the system bundle, such as /etc/ssl/certs/ca-certificates.crt)",
-                    shown(&uri)
-                ),
-            }),
-            Some("https") => Ok(uri),
-            Some("http") if uri.host().is_some_and(is_loopback) => Ok(uri),
-            _ => Err(TaxiiError::Config {
-                problem: format!(
-                    "{} is plain http to another host: use https (plain http is allowed only to this host)",
-                    shown(&uri)
-                ),
-            }),
-        }
+                shown(&uri)
+            ),
+        }),
+        Some("https") => Ok(uri),
+        Some("http") if uri.host().is_some_and(is_loopback) => Ok(uri),
+        _ => Err(TaxiiError::Config {
+            problem: format!(
+                "{} is plain http to another host: use https (plain http is allowed only to this host)",
+                shown(&uri)
+            ),
+        }),
     }
 }
 
@@ -551,6 +794,40 @@ fn transport(url: &str, error: ureq::Error) -> TaxiiError {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn status_resources() {
+        let s = parse_status(
+            br#"{"id": "2d086da7-4bdc-4f91-900e-d77486753710", "status": "pending", "total_count": 3,
+                 "success_count": 1, "failure_count": 1, "pending_count": 1,
+                 "successes": [{"id": "sighting--1", "version": "2024-01-01T00:00:00.000Z"}],
+                 "failures": [{"id": "sighting--2", "version": "2024-01-01T00:00:00.000Z", "message": "no"}],
+                 "pendings": [{"id": "sighting--3", "version": "2024-01-01T00:00:00.000Z"}],
+                 "custom_property": true}"#,
+        )
+        .unwrap();
+        assert!(!s.is_complete());
+        assert_eq!((s.successes.len(), s.failures.len(), s.pendings.len()), (1, 1, 1));
+        assert_eq!(s.failures[0].message.as_deref(), Some("no"));
+        // Counts alone are a status too (the lists are optional).
+        let s = parse_status(
+            br#"{"id": "x", "status": "complete", "total_count": 0, "success_count": 0,
+                                  "failure_count": 0, "pending_count": 0}"#,
+        )
+        .unwrap();
+        assert!(s.is_complete() && s.successes.is_empty());
+        for (bad, says) in [
+            (&b"[]"[..], "not a JSON object"),
+            (b"{\"id\": \"x\"}", "not a TAXII 2.1 status resource"),
+            (b"{\"id\": \"x\", \"status\": \"done\"}", "neither"),
+            (b"{\"id\": ", "not JSON"),
+        ] {
+            let e = parse_status(bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let body = envelope_body(&[serde_json::json!({"id": "x--1"})]);
+        assert_eq!(body, br#"{"objects":[{"id":"x--1"}]}"#);
+    }
 
     #[test]
     fn base64_rfc4648_vectors() {

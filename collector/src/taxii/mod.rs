@@ -1,4 +1,7 @@
-//! The TAXII 2.1 client: pulls a collection's STIX objects with an `added_after` bookmark.
+//! The TAXII 2.1 client: pulls a collection's STIX objects with an `added_after` bookmark, and
+//! adds objects to a collection (for a community's upstream push, `share::upstream`):
+//! [`Client::post_objects`], [`Client::status`] and [`Client::versions_present`], which asks a
+//! collection's manifest which object versions it already holds.
 //!
 //! A pure core under a thin shell, like the rest of the collector:
 //! - `paging` ([`Paging`]) decides, from each response's envelope and date headers, what to ask
@@ -34,7 +37,7 @@ use sha1::{Digest, Sha1};
 use crate::ingest::{Batch, Defaults, MAX_INGEST_FILE};
 use crate::CollectorError;
 
-pub use client::{Client, ObjectsPage};
+pub use client::{Client, ObjectsPage, Status, StatusDetails};
 pub use error::TaxiiError;
 pub use paging::{PageInfo, PageRequest, Paging, PagingError};
 pub use resources::{
@@ -42,10 +45,21 @@ pub use resources::{
 };
 pub use timestamp::Timestamp;
 
+pub(crate) use resources::printable;
+
 /// Checks a TAXII URL the operator gives (`source add`): http or https, a host, and no
 /// credentials inside it.
 pub fn check_url(url: &str) -> Result<(), TaxiiError> {
     client::parse_url(url).map(|_| ())
+}
+
+/// Checks an API root URL the operator configured for a client with a CA file (`has_ca`) or
+/// without: what [`check_url`] checks, no query string, and the transport rules (`https://`
+/// needs a CA file; plain `http://` only to this host). So a bad setting stops a command
+/// before any request is made.
+pub fn check_api_root(url: &str, has_ca: bool) -> Result<(), TaxiiError> {
+    let root = client::api_root_url(url)?;
+    client::check_transport(&root, has_ca).map(|_| ())
 }
 
 /// A TAXII collection to pull from.
