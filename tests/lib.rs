@@ -401,3 +401,104 @@ pub fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, limit: st
         seen.join("\n")
     );
 }
+
+/// `len` random characters of `[a-z0-9]` after `prefix`, from the kernel's random source: a
+/// name no test data or system file holds by chance (a privacy canary).
+pub fn random_name(prefix: &str, len: usize) -> String {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    // Bytes of 252 (= 7 * 36) and above are skipped, so every character is equally likely;
+    // four bytes a character leave plenty to spare (about one byte in sixty is skipped).
+    let mut bytes = vec![0u8; 4 * len + 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    let mut out = String::from(prefix);
+    out.extend(
+        bytes
+            .iter()
+            .filter(|b| **b < 252)
+            .take(len)
+            .map(|b| ALPHABET[usize::from(b % 36)] as char),
+    );
+    assert_eq!(out.len(), prefix.len() + len, "too few random bytes under 252");
+    out
+}
+
+/// Whether `needle` occurs in `haystack` in any case (ASCII case folding).
+pub fn contains_ci(haystack: &[u8], needle: &str) -> bool {
+    let needle = needle.to_ascii_lowercase().into_bytes();
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(&needle))
+}
+
+/// How [`on_host`] enters its namespaces: as root, new UTS and mount namespaces; otherwise a
+/// user namespace too, mapping the caller to root inside it.
+fn namespace_prefix() -> &'static [&'static str] {
+    static PREFIX: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        const AS_ROOT: &[&str] = &["--uts", "--mount"];
+        const AS_USER: &[&str] = &["--user", "--map-root-user", "--uts", "--mount"];
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false);
+        let order: &[&'static [&'static str]] = if root { &[AS_ROOT, AS_USER] } else { &[AS_USER] };
+        let mut tried = Vec::new();
+        for prefix in order {
+            // The probe does what `on_host` does: a host name, and a bind mount over /home.
+            let probe = Command::new("unshare")
+                .args(*prefix)
+                .args(["sh", "-c", "hostname picket-probe && mount --bind /tmp /home"])
+                .output();
+            match probe {
+                Ok(out) if out.status.success() => return prefix,
+                Ok(out) => tried.push(format!(
+                    "unshare {}: {}",
+                    prefix.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => tried.push(format!("unshare {}: {e}", prefix.join(" "))),
+            }
+        }
+        panic!(
+            "this test plays several hosts, each in its own UTS and mount namespace (its own host \
+             name, its own /home), and cannot here: run it as root, or where unprivileged user \
+             namespaces are allowed. Tried:\n{}",
+            tried.join("\n")
+        );
+    })
+}
+
+/// Whether [`on_host`] runs as the real root (so it can give home directories to other users).
+pub fn on_host_as_root() -> bool {
+    !namespace_prefix().contains(&"--user")
+}
+
+/// A command that runs `program args` as if on another machine: in new UTS and mount
+/// namespaces whose host name is `host` and whose `/home` is `home` bind-mounted (the mount
+/// stays private to the namespace), with nothing of either in its environment. `unshare`
+/// runs without `--fork` and the shell `exec`s, so the process started *is* `program`: killing
+/// it (as [`Child`] does on drop) leaves nothing behind. Panics with what was tried when this
+/// machine allows neither the root nor the user-namespace form.
+pub fn on_host(host: &str, home: &Path, program: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(namespace_prefix())
+        .args([
+            "sh",
+            "-c",
+            r#"hostname "$PICKET_HOST" && mount --bind "$PICKET_HOME" /home && unset PICKET_HOST PICKET_HOME && exec "$@""#,
+            "sh",
+        ])
+        .arg(program)
+        .args(args)
+        .env("PICKET_HOST", host)
+        .env("PICKET_HOME", home);
+    cmd
+}

@@ -202,6 +202,35 @@ enum ShareCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Push community NAME's bundle (exactly what `share preview` prints) to each of its
+    /// `[[community.upstream]]` collections with push = true, each object version once; print
+    /// per upstream what was sent, what was there already and what failed. Exit 2 if any
+    /// upstream or object failed (the next push retries them).
+    Push {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The community's name.
+        #[arg(long, value_name = "NAME")]
+        community: String,
+        /// One JSON object a line, one per upstream.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull the sightings other organisations added to community NAME's upstream collections
+    /// with pull = true since the last pull; each upstream counts as one organisation,
+    /// `upstream:<name>`. Exit 2 if any upstream failed.
+    Pull {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The community's name.
+        #[arg(long, value_name = "NAME")]
+        community: String,
+        /// One JSON object a line, one per upstream.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write community NAME's shared sightings as MISP sighting JSON (an array, each element
     /// the body of one POST /sightings/add), to FILE or stdout.
     MispSightings {
@@ -299,7 +328,9 @@ enum SourceCommand {
 
 #[derive(Subcommand)]
 enum IndicatorsCommand {
-    /// Every stored indicator, with whether the next publish includes it and why not.
+    /// Every stored indicator, with whether the next publish includes it and why not, and how
+    /// many organisations saw it when any did (this one, and each community account whose
+    /// sightings name it).
     List {
         /// The data directory.
         #[arg(long)]
@@ -307,6 +338,9 @@ enum IndicatorsCommand {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+        /// Most confirmed first: sorted by how many organisations saw each indicator.
+        #[arg(long)]
+        by_organisations: bool,
     },
     /// One indicator in full.
     Show {
@@ -344,16 +378,25 @@ enum IndicatorsCommand {
 /// `member add ...`.
 #[derive(Subcommand)]
 enum MemberCommand {
-    /// Adds a TAXII member to picket.toml, who may read the communities named. The password
-    /// (the first line of --password-file) is stored salted and stretched (PBKDF2-SHA256),
-    /// never itself. `serve` reads members when it starts.
+    /// Adds a TAXII member to picket.toml, who may read the `sightings` collection of each
+    /// --community and post to the `contributions` collection of each --contribute (at least
+    /// one of the two). The password (the first line of --password-file) is stored salted and
+    /// stretched (PBKDF2-SHA256), never itself. `serve` reads members when it starts.
     Add {
         /// The data directory.
         #[arg(long)]
         data: PathBuf,
         /// A community the member may read (repeat for more).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "contribute")]
         community: Vec<String>,
+        /// A community the member may contribute sightings and indicators to (repeat for
+        /// more). What it posts counts as one organisation, this member, towards the k.
+        #[arg(long)]
+        contribute: Vec<String>,
+        /// The member organisation's sector, as STIX names it (for example
+        /// `financial-services`), for communities with `disclosure = "sector"`.
+        #[arg(long)]
+        sector: Option<String>,
         /// The member's user name.
         #[arg(long)]
         name: String,
@@ -370,8 +413,9 @@ struct SightingsArgs {
     /// The data directory.
     #[arg(long, required = true)]
     data: Option<PathBuf>,
-    /// One JSON object a line: indicator, hosts, count, first_seen, last_seen (RFC 3339),
-    /// what, observed, false_positive (null, or its reason and marked_at).
+    /// One JSON object a line: indicator, hosts, organisations (this one and each community
+    /// account that saw it), count, first_seen, last_seen (RFC 3339), what, observed,
+    /// false_positive (null, or its reason and marked_at).
     #[arg(long)]
     json: bool,
     #[command(subcommand)]
@@ -625,6 +669,91 @@ fn share_preview(data: &Path, community: &str, json: bool) -> anyhow::Result<()>
     );
     for (id, why) in &p.held {
         eprintln!("  held {id}: {} ({why})", why.tag());
+    }
+    if let Some(withheld) = &p.sector_withheld {
+        eprintln!("  {withheld}");
+    }
+    Ok(())
+}
+
+/// `share push`: one line (or JSON object) per upstream; exit 2 if any failed.
+fn share_push(data: &Path, community: &str, json: bool) -> anyhow::Result<()> {
+    let dir = DataDir::open(data)?;
+    let reports = picket_collector::share::upstream::push(&dir, community, now())?;
+    if reports.is_empty() {
+        eprintln!("community {community}: no upstream with push = true");
+    }
+    let mut failed = Vec::new();
+    for r in &reports {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "upstream {} ({}): {} sent, {} already there, {} unchanged, {} failed, {} pending, {} retr{}",
+                r.upstream,
+                r.url,
+                r.sent,
+                r.already,
+                r.unchanged,
+                r.failed.len(),
+                r.pending,
+                r.retries,
+                if r.retries == 1 { "y" } else { "ies" }
+            );
+            for f in &r.failed {
+                println!("  failed {} {}: {}", f.id, f.version, f.reason);
+            }
+        }
+        if let Some(e) = &r.error {
+            failed.push(format!("upstream {} ({}): {e}", r.upstream, r.url));
+        } else if !r.failed.is_empty() {
+            failed.push(format!(
+                "upstream {} ({}): {} object{} failed",
+                r.upstream,
+                r.url,
+                r.failed.len(),
+                if r.failed.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("share push: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// `share pull`: one line (or JSON object) per upstream; exit 2 if any failed.
+fn share_pull(data: &Path, community: &str, json: bool) -> anyhow::Result<()> {
+    let dir = DataDir::open(data)?;
+    let reports = picket_collector::share::upstream::pull(&dir, community, now())?;
+    if reports.is_empty() {
+        eprintln!("community {community}: no upstream with pull = true");
+    }
+    let mut failed = Vec::new();
+    for r in &reports {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "upstream {} ({}): {} received, {} taken, {} our own, {} refused, bookmark {}",
+                r.upstream,
+                r.url,
+                r.received,
+                r.taken,
+                r.own,
+                r.refused.len(),
+                r.bookmark.as_deref().unwrap_or("none")
+            );
+            for x in &r.refused {
+                println!("  refused {}: {}", x.id, x.reason);
+            }
+        }
+        if let Some(e) = &r.error {
+            failed.push(format!("upstream {} ({}): {e}", r.upstream, r.url));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("share pull: {}", failed.join("; "));
     }
     Ok(())
 }
@@ -909,13 +1038,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Member(MemberCommand::Add {
             data,
             community,
+            contribute,
+            sector,
             name,
             password_file,
         }) => {
             let text = std::fs::read_to_string(&password_file)
                 .with_context(|| format!("reading {}", password_file.display()))?;
             let password = text.lines().next().unwrap_or("");
-            picket_collector::taxii_server::add_member(&data, &name, &community, password)?;
+            let member = picket_collector::taxii_server::NewMember {
+                name: name.clone(),
+                communities: community,
+                contribute,
+                sector,
+            };
+            picket_collector::taxii_server::add_member(&data, &member, password)?;
             println!("picket-collector: TAXII member {name:?} added (restart serve to apply)");
             Ok(())
         }
@@ -940,6 +1077,16 @@ fn run(cli: Cli) -> Result<()> {
             community,
             json,
         }) => share_preview(&data, &community, json),
+        Command::Share(ShareCommand::Push {
+            data,
+            community,
+            json,
+        }) => share_push(&data, &community, json),
+        Command::Share(ShareCommand::Pull {
+            data,
+            community,
+            json,
+        }) => share_pull(&data, &community, json),
         Command::Share(ShareCommand::MispSightings { data, community, out }) => {
             share_misp_sightings(&data, &community, out.as_deref())
         }
@@ -1175,26 +1322,124 @@ fn print_indicator(
     if json {
         println!("{}", indicator_json(c, status, fp));
     } else {
-        let state = match status {
-            Ok(()) => "published".to_owned(),
-            Err(why) => format!("left out: {why}"),
-        };
-        // A mark is shown even when another reason keeps the indicator out first.
-        let mark = match (fp, status) {
-            (Some(_), Err(picket_collector::policy::Excluded::FalsePositive(_))) | (None, _) => String::new(),
-            (Some((why, at)), _) => {
-                format!(" [marked a false positive {}: {}]", rfc3339(*at), printable(why))
+        println!("{}", indicator_line(c, status, fp));
+    }
+}
+
+/// One indicator as `indicators list` and `search` print it, without a newline.
+fn indicator_line(
+    c: &picket_collector::store::Stored,
+    status: &Result<(), picket_collector::policy::Excluded>,
+    fp: Option<&(String, i64)>,
+) -> String {
+    let state = match status {
+        Ok(()) => "published".to_owned(),
+        Err(why) => format!("left out: {why}"),
+    };
+    // A mark is shown even when another reason keeps the indicator out first.
+    let mark = match (fp, status) {
+        (Some(_), Err(picket_collector::policy::Excluded::FalsePositive(_))) | (None, _) => String::new(),
+        (Some((why, at)), _) => {
+            format!(" [marked a false positive {}: {}]", rfc3339(*at), printable(why))
+        }
+    };
+    format!(
+        "{} {} {} [{}] sources {} ({state}){mark}",
+        c.record.id,
+        c.value,
+        c.tlp,
+        c.kind,
+        c.sources.join(",")
+    )
+}
+
+/// Who saw an indicator: this organisation (an agent here sighted it) and the community
+/// accounts whose sightings name it. Community sightings raise an indicator's priority: a
+/// confirmed one goes into the next set one severity step higher.
+#[derive(Default)]
+struct Seen {
+    here: bool,
+    elsewhere: picket_collector::share::inbound::Confirmations,
+}
+
+impl Seen {
+    /// This organisation (if an agent here saw it) and each community account that did.
+    fn organisations(&self) -> usize {
+        usize::from(self.here) + self.elsewhere.organisations()
+    }
+
+    /// `v` (an indicator's JSON) with who saw it: `organisations`, `seen_here`, `communities`
+    /// (those whose members saw it), `disputed_by` (community accounts that called it a false
+    /// positive), and `published_severity` (raised one step when another organisation saw it).
+    fn add_to(&self, mut v: serde_json::Value, c: &picket_collector::store::Stored) -> serde_json::Value {
+        let confirmed = self.elsewhere.organisations();
+        let published = picket_collector::policy::prioritised(&c.record, confirmed)
+            .indicator()
+            .ok()
+            .flatten()
+            .map(|i| i.meta.severity.to_string());
+        v["organisations"] = serde_json::json!(self.organisations());
+        v["seen_here"] = serde_json::json!(self.here);
+        v["communities"] = serde_json::json!(self.elsewhere.communities());
+        v["disputed_by"] = serde_json::json!(self.elsewhere.disputed.len());
+        v["published_severity"] = serde_json::json!(published);
+        v
+    }
+}
+
+/// Who saw each of `stored` (left out: those no one saw).
+fn seen_by(
+    dir: &DataDir,
+    store: &picket_collector::store::Store,
+    stored: &[picket_collector::store::Stored],
+) -> Result<BTreeMap<String, Seen>> {
+    let mut out: BTreeMap<String, Seen> = BTreeMap::new();
+    let wanted: std::collections::BTreeSet<&str> = stored.iter().map(|s| s.record.id.as_str()).collect();
+    for s in store.sightings_by_indicator()? {
+        if wanted.contains(s.indicator.as_str()) {
+            out.entry(s.indicator).or_default().here = true;
+        }
+    }
+    for (id, c) in picket_collector::share::inbound::confirmations(dir, store, stored)? {
+        out.entry(id).or_default().elsewhere = c;
+    }
+    Ok(out)
+}
+
+/// [`print_indicator`] for `indicators list`, with who saw it.
+fn print_listed(
+    c: &picket_collector::store::Stored,
+    status: &Result<(), picket_collector::policy::Excluded>,
+    fp: Option<&(String, i64)>,
+    seen: &Seen,
+    json: bool,
+) {
+    if json {
+        println!("{}", seen.add_to(indicator_json(c, status, fp), c));
+        return;
+    }
+    print!("{}", indicator_line(c, status, fp));
+    let n = seen.organisations();
+    if n > 0 {
+        let communities: Vec<&str> = seen.elsewhere.communities().into_iter().collect();
+        print!(
+            " [seen by {n} organisation{}{}]",
+            if n == 1 { "" } else { "s" },
+            if communities.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", printable(&communities.join(",")))
             }
-        };
-        println!(
-            "{} {} {} [{}] sources {} ({state}){mark}",
-            c.record.id,
-            c.value,
-            c.tlp,
-            c.kind,
-            c.sources.join(",")
         );
     }
+    if !seen.elsewhere.disputed.is_empty() {
+        print!(
+            " [a false positive to {} community account{}]",
+            seen.elsewhere.disputed.len(),
+            if seen.elsewhere.disputed.len() == 1 { "" } else { "s" }
+        );
+    }
+    println!();
 }
 
 /// The false-positive marks, by indicator id: (reason, marked_at).
@@ -1260,15 +1505,30 @@ fn false_positive_command(
 
 fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
     match cmd {
-        IndicatorsCommand::List { data, json } => {
+        IndicatorsCommand::List {
+            data,
+            json,
+            by_organisations,
+        } => {
             let dir = DataDir::open(&data)?;
             let store = dir.store()?;
             let (policy, ceiling) = publish_view(&dir, &store)?;
             let fps = false_positive_map(&store)?;
             let now = now();
-            for c in store.candidates()? {
+            let candidates = store.candidates()?;
+            let mut seen = seen_by(&dir, &store, &candidates)?;
+            let mut listed: Vec<(usize, picket_collector::store::Stored)> = candidates
+                .into_iter()
+                .map(|c| (seen.get(&c.record.id).map_or(0, Seen::organisations), c))
+                .collect();
+            if by_organisations {
+                // Stable: indicators seen by as many organisations stay in id order.
+                listed.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+            }
+            for (_, c) in listed {
                 let status = policy.decide(&Candidate::of(&c), now, ceiling);
-                print_indicator(&c, &status, fps.get(&c.record.id), json);
+                let s = seen.remove(&c.record.id).unwrap_or_default();
+                print_listed(&c, &status, fps.get(&c.record.id), &s, json);
             }
             Ok(())
         }
@@ -1297,10 +1557,13 @@ fn indicators_command(cmd: IndicatorsCommand) -> Result<()> {
                 .with_context(|| format!("no indicator {id}"))?;
             let status = policy.decide(&Candidate::of(&c), now(), ceiling);
             let fp = store.false_positive(&id)?;
+            let seen = seen_by(&dir, &store, std::slice::from_ref(&c))?
+                .remove(&c.record.id)
+                .unwrap_or_default();
             if json {
-                println!("{}", indicator_json(&c, &status, fp.as_ref()));
+                println!("{}", seen.add_to(indicator_json(&c, &status, fp.as_ref()), &c));
             } else {
-                let v = indicator_json(&c, &status, fp.as_ref());
+                let v = seen.add_to(indicator_json(&c, &status, fp.as_ref()), &c);
                 if let Some(map) = v.as_object() {
                     for (k, v) in map {
                         println!("{k}: {v}");
@@ -1663,6 +1926,8 @@ fn publish_channels(
     let publisher = dir.signing_key(Role::Publisher, &root, "default")?;
     let policy = policy(store)?;
     let candidates = store.candidates()?;
+    // Community sightings raise the priority of the indicators they confirm.
+    let confirmed = picket_collector::share::inbound::confirmations(dir, store, &candidates)?;
     for name in dir.config().channels.keys() {
         let ch = dir.config().channel(name, &dir.config_path())?;
         let manifest_lifetime = lifetime.unwrap_or(ch.manifest_lifetime);
@@ -1678,7 +1943,8 @@ fn publish_channels(
             match policy.decide(&Candidate::of(c), now, ceiling) {
                 Ok(()) => {
                     max_tlp = max_tlp.max(c.tlp);
-                    records.push(c.record.clone());
+                    let others = confirmed.get(&c.record.id).map_or(0, |c| c.organisations());
+                    records.push(picket_collector::policy::prioritised(&c.record, others));
                 }
                 Err(why) => *left_out.entry(why.label()).or_default() += 1,
             }
@@ -1817,6 +2083,13 @@ fn serve(data: &Path, batch: u64, listen: Option<&str>, http: Option<&str>) -> R
         }
         None => None,
     };
+    // Upstream TAXII collections on a thread of their own: a slow or unreachable upstream
+    // never holds up the agent channel, the TAXII server or the sync loop.
+    let upstream_data = data.to_owned();
+    std::thread::Builder::new()
+        .name("picket-upstream".into())
+        .spawn(move || upstream_loop(&upstream_data))
+        .context("starting the upstream thread")?;
     let data = data.to_owned();
     let sync = std::thread::Builder::new()
         .name("picket-sync".into())
@@ -1850,6 +2123,77 @@ fn raise_open_files() {
                 );
             }
         }
+    }
+}
+
+/// `serve`'s upstream loop: every `share::upstream::PERIOD`, for each community with
+/// `[[community.upstream]]` entries, pull other organisations' sightings, then push what the
+/// community may receive (so a sighting that clears k goes out in the same round). Failures are
+/// logged with the upstream's name and tried again next round; it never returns.
+fn upstream_loop(data: &Path) {
+    use picket_collector::share::upstream;
+    loop {
+        match DataDir::open(data) {
+            Err(e) => eprintln!("picket-collector: error: upstream: {e:#}"),
+            Ok(dir) => {
+                let communities: Vec<String> = dir
+                    .config()
+                    .communities
+                    .iter()
+                    .filter(|c| c.upstream.iter().any(|u| u.push || u.pull))
+                    .map(|c| c.name.clone())
+                    .collect();
+                for community in communities {
+                    match upstream::pull(&dir, &community, now()) {
+                        Err(e) => eprintln!("picket-collector: error: community={community} pull: {e:#}"),
+                        Ok(reports) => {
+                            for r in reports {
+                                match &r.error {
+                                    Some(e) => eprintln!(
+                                        "picket-collector: error: community={community} upstream={} url={} pull: {e}",
+                                        r.upstream, r.url
+                                    ),
+                                    None if r.taken > 0 || !r.refused.is_empty() => println!(
+                                        "picket-collector: community={community} upstream={} pulled={} taken={} refused={}",
+                                        r.upstream,
+                                        r.received,
+                                        r.taken,
+                                        r.refused.len()
+                                    ),
+                                    None => {}
+                                }
+                            }
+                        }
+                    }
+                    match upstream::push(&dir, &community, now()) {
+                        Err(e) => eprintln!("picket-collector: error: community={community} push: {e:#}"),
+                        Ok(reports) => {
+                            for r in reports {
+                                if let Some(e) = &r.error {
+                                    eprintln!(
+                                        "picket-collector: error: community={community} upstream={} url={} push: {e}",
+                                        r.upstream, r.url
+                                    );
+                                }
+                                for f in &r.failed {
+                                    eprintln!(
+                                        "picket-collector: error: community={community} upstream={} push: {} {}: {}",
+                                        r.upstream, f.id, f.version, f.reason
+                                    );
+                                }
+                                if r.sent > 0 || r.already > 0 {
+                                    println!(
+                                        "picket-collector: community={community} upstream={} sent={} already={} retries={}",
+                                        r.upstream, r.sent, r.already, r.retries
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(upstream::PERIOD);
     }
 }
 
@@ -1904,13 +2248,21 @@ fn sightings(data: &Path, json: bool) -> Result<()> {
     let dir = DataDir::open(data)?;
     let store = dir.store()?;
     let fps = false_positive_map(&store)?;
-    for s in store.sightings_by_indicator()? {
+    let aggregates = store.sightings_by_indicator()?;
+    let mut stored = Vec::new();
+    for s in &aggregates {
+        stored.extend(store.indicator(&s.indicator)?);
+    }
+    let elsewhere = picket_collector::share::inbound::confirmations(&dir, &store, &stored)?;
+    for s in aggregates {
         let fp = fps.get(&s.indicator);
+        // This organisation, and each community account whose sightings name it.
+        let orgs = 1 + elsewhere.get(&s.indicator).map_or(0, |c| c.organisations());
         if json {
             println!(
                 "{}",
                 serde_json::json!({
-                    "indicator": s.indicator, "hosts": s.hosts, "count": s.count,
+                    "indicator": s.indicator, "hosts": s.hosts, "organisations": orgs, "count": s.count,
                     "first_seen": rfc3339(s.first_seen), "last_seen": rfc3339(s.last_seen),
                     "what": s.what, "observed": s.observed,
                     "false_positive": fp.map(|(why, at)| serde_json::json!({"reason": why, "marked_at": rfc3339(*at)})),
@@ -1919,9 +2271,10 @@ fn sightings(data: &Path, json: bool) -> Result<()> {
         } else {
             // Agents chose these strings: no control characters reach the terminal.
             println!(
-                "{} hosts={} count={} first={} last={} what={} observed={}{}",
+                "{} hosts={} orgs={} count={} first={} last={} what={} observed={}{}",
                 printable(&s.indicator),
                 s.hosts,
+                orgs,
                 s.count,
                 rfc3339(s.first_seen),
                 rfc3339(s.last_seen),

@@ -1,9 +1,11 @@
 //! The TAXII 2.1 server from outside: started in-process on 127.0.0.1:0 over real TLS (trusting
 //! DIR/tls/ca.pem), with a community whose share policy lets objects out. `taxii2-client`
-//! (PyPI, unmodified) discovers, lists collections, pages with a small limit and uses
-//! `added_after`; raw HTTPS requests check the specification's points: 406, 401 with
-//! `WWW-Authenticate`, 403, 404, the `X-TAXII-Date-Added-*` headers, and a `next` token that
-//! serves only the member it was issued to.
+//! (PyPI, unmodified) discovers, lists collections, pages with a small limit, uses
+//! `added_after`, posts a bundle to a `contributions` collection and polls its status; raw
+//! HTTPS requests check the specification's points: 406, 401 with `WWW-Authenticate`, 403, 404,
+//! 413, 415, 400, the `X-TAXII-Date-Added-*` headers, a `next` token that serves only the member
+//! it was issued to, an identical object posted twice, a status shown only to its poster. A
+//! restart keeps `date_added`, and failed logins from one address end in 429 without PBKDF2.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,7 +35,8 @@ const NOW: i64 = 1_750_000_000;
 
 /// A data directory with communities `isac` and `other` (k = 2), two indicators from a plain
 /// list with sightings from this organisation's agents, and members: alice reads isac, bob
-/// reads other, carol reads both.
+/// reads other, carol reads both, wanda only contributes to isac, zoe reads and contributes to
+/// isac, and slow (reads isac) has a password hash that would take PBKDF2 minutes to check.
 fn data_dir(tmp: &Path) -> (PathBuf, Vec<String>) {
     let data = tmp.join("data");
     // The TLS certificates are made for the real clock: the clients check them against it.
@@ -47,16 +50,26 @@ fn data_dir(tmp: &Path) -> (PathBuf, Vec<String>) {
         "\n[[community]]\nname = \"isac\"\nk = 2\ntlp_ceiling = \"amber\"\ndisclosure = \"organisation\"\n",
     );
     cfg.push_str("\n[[community]]\nname = \"other\"\nk = 2\n");
-    for (name, pw, comms) in [
-        ("alice", "alice-pw", "[\"isac\"]"),
-        ("bob", "bob-pw", "[\"other\"]"),
-        ("carol", "carol-pw", "[\"isac\", \"other\"]"),
+    for (name, pw, comms, contribute) in [
+        ("alice", "alice-pw", "[\"isac\"]", "[]"),
+        ("bob", "bob-pw", "[\"other\"]", "[]"),
+        ("carol", "carol-pw", "[\"isac\", \"other\"]", "[]"),
+        ("wanda", "wanda-pw", "[]", "[\"isac\"]"),
+        ("zoe", "zoe-pw", "[\"isac\"]", "[\"isac\"]"),
     ] {
         cfg.push_str(&format!(
-            "\n[[taxii.member]]\nname = \"{name}\"\npassword_hash = \"{}\"\ncommunities = {comms}\n",
+            "\n[[taxii.member]]\nname = \"{name}\"\npassword_hash = \"{}\"\ncommunities = {comms}\n\
+             contribute = {contribute}\n",
             hash_password(pw, 1000).unwrap()
         ));
     }
+    // 50 million iterations: checking any password against this takes minutes.
+    cfg.push_str(&format!(
+        "\n[[taxii.member]]\nname = \"slow\"\npassword_hash = \"pbkdf2-sha256$50000000${}${}\"\n\
+         communities = [\"isac\"]\n",
+        "00".repeat(16),
+        "00".repeat(32)
+    ));
     fs::write(data.join("picket.toml"), cfg).unwrap();
     let dir = DataDir::open(&data).unwrap();
     let list = tmp.join("iocs.txt");
@@ -161,22 +174,7 @@ fn request(
     accept: Option<&str>,
     body: Option<(&str, &str)>,
 ) -> Reply {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(data.join("tls/ca.pem")).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = connect(data, addr);
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
         addr.port()
@@ -198,6 +196,13 @@ fn request(
         req.push_str(b);
     }
     tls.write_all(req.as_bytes()).unwrap();
+    read_reply(&mut tls)
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Reads a response to the end of the connection.
+fn read_reply(tls: &mut Tls) -> Reply {
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let text = String::from_utf8(raw).unwrap();
@@ -208,6 +213,26 @@ fn request(
         head: head.to_owned(),
         body: serde_json::from_str(body).unwrap(),
     }
+}
+
+/// A TLS connection to the server, trusting the data directory's CA.
+fn connect(data: &Path, addr: SocketAddr) -> Tls {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(data.join("tls/ca.pem")).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
 }
 
 const TAXII: Option<&str> = Some("application/taxii+json;version=2.1");
@@ -434,12 +459,12 @@ fn the_specification_points_over_raw_https() {
         assert_eq!(r.body["more"], next.is_some());
     }
     assert_eq!(seen, objs.len());
-    // POST: a wrong Content-Type is 415; a right one is 403, the collection being read-only;
-    // without credentials, 401 as for a GET.
+    // POST to `sightings`: 403 whatever the Content-Type (403 comes before 415), the
+    // collection being read-only; without credentials, 401 as for a GET.
     let envelope = r#"{"objects": []}"#;
     let post = |auth, kind| request(&data, addr, "POST", &objects, auth, TAXII, Some((kind, envelope)));
     let r = post(alice, "application/json");
-    assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = post(alice, "application/taxii+json;version=2.1");
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(post(None, "application/taxii+json;version=2.1").status, 401);
@@ -466,22 +491,46 @@ fn member_add_then_serve_http_lets_the_new_member_in() {
     let (data, _) = data_dir(tmp.path());
     let pw = tmp.path().join("pw.txt");
     fs::write(&pw, "dave's secret\n").unwrap();
-    let add = |name: &str, community: &str| {
+    let add_with = |name: &str, flags: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_picket-collector"))
             .args(["member", "add", "--data"])
             .arg(&data)
-            .args(["--community", community, "--name", name, "--password-file"])
+            .args(flags)
+            .args(["--name", name, "--password-file"])
             .arg(&pw)
             .output()
             .unwrap()
     };
+    let add = |name: &str, community: &str| add_with(name, &["--community", community]);
     let out = add("dave", "other");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A member that only contributes, with its sector.
+    let out = add_with(
+        "frank",
+        &["--contribute", "isac", "--sector", "financial-services"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let toml = fs::read_to_string(data.join("picket.toml")).unwrap();
     assert!(!toml.contains("dave's secret"), "the password itself was stored");
-    // A second dave, or a community that does not exist: refused, the file unchanged.
-    for (name, community, why) in [("dave", "other", "already"), ("erin", "nope", "\"nope\"")] {
-        let out = add(name, community);
+    let cfg = DataDir::open(&data).unwrap().config().clone();
+    let frank = cfg.taxii.members.iter().find(|m| m.name == "frank").unwrap();
+    assert_eq!(frank.contribute, vec!["isac".to_owned()]);
+    assert!(frank.communities.is_empty());
+    assert_eq!(frank.sector.as_deref(), Some("financial-services"));
+    // A second dave, a community that does not exist (to read or to contribute to), a bad
+    // sector, or no community at all: refused, the file unchanged.
+    for (name, flags, why) in [
+        ("dave", &["--community", "other"][..], "already"),
+        ("erin", &["--community", "nope"][..], "\"nope\""),
+        ("erin", &["--contribute", "nope"][..], "\"nope\""),
+        (
+            "erin",
+            &["--contribute", "isac", "--sector", "Banks & Co"][..],
+            "sector",
+        ),
+        ("erin", &[][..], "--community"),
+    ] {
+        let out = add_with(name, flags);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{out:?}");
     }
@@ -531,4 +580,428 @@ fn member_add_then_serve_http_lets_the_new_member_in() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["more"], false);
     assert!(r.body.get("objects").is_none());
+    // frank, added to contribute to isac, finds it and posts to it through the real serve.
+    let frank = Some(("frank", "dave's secret"));
+    let r = get(&data, addr, "/taxii2/", frank, TAXII);
+    assert_eq!(
+        r.body["api_roots"],
+        serde_json::json!([format!("https://127.0.0.1:{}/isac/", addr.port())])
+    );
+    let body = serde_json::json!({
+        "objects": [sighting("sighting--7d8e9f0a-1b2c-4d3e-8f4a-5b6c7d8e9f0a", "indicator--11111111-1111-4111-8111-111111111111")]
+    });
+    let r = request(
+        &data,
+        addr,
+        "POST",
+        &format!("/isac/collections/{}/objects/", api::contributions_id("isac")),
+        frank,
+        TAXII,
+        Some((TAXII_TYPE, &body.to_string())),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["success_count"], 1, "{}", r.body);
+}
+
+/// A sighting of `indicator` as a member would post it.
+fn sighting(id: &str, indicator: &str) -> Value {
+    serde_json::json!({
+        "type": "sighting",
+        "spec_version": "2.1",
+        "id": id,
+        "created": "2025-06-01T10:00:00.000Z",
+        "modified": "2025-06-01T10:00:00.000Z",
+        "sighting_of_ref": indicator,
+        "count": 3,
+        "first_seen": "2025-06-01T08:00:00.000Z",
+        "last_seen": "2025-06-01T09:00:00.000Z",
+    })
+}
+
+const TAXII_TYPE: &str = "application/taxii+json;version=2.1";
+
+#[test]
+fn taxii2_client_posts_a_bundle_and_polls_its_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let port = server.local_addr().port();
+    let bundle = serde_json::json!({
+        "type": "bundle",
+        "id": "bundle--6f3c4a1e-8c0b-4f0e-9d7a-1b2c3d4e5f60",
+        "objects": [
+            sighting("sighting--0c8e2f4a-3b1d-4e6f-8a9b-7c6d5e4f3a21", &ids[0]),
+            {"type": "sighting", "spec_version": "2.1", "modified": "2025-06-01T10:00:00.000Z"},
+        ],
+    });
+    let script = r#"
+import sys, json
+import requests
+from taxii2client.v21 import Server, Status
+url, ca, bundle = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+s = Server(url, user="wanda", password="wanda-pw", verify=ca)
+roots = [r.url for r in s.api_roots]
+root = s.api_roots[0]
+cols = root.collections
+col = cols[0]
+seen = {"roots": roots, "max": root.max_content_length,
+        "cols": [[c.title, c.can_read, c.can_write] for c in cols]}
+st = col.add_objects(bundle, wait_for_completion=False)
+seen["first"] = st.status
+st.refresh()
+st.wait_until_final(poll_interval=0.1, timeout=10)
+seen["status"] = {"id": st.id, "status": st.status, "total": st.total_count,
+                  "success": st.success_count, "failure": st.failure_count,
+                  "pending": st.pending_count, "successes": st.successes,
+                  "failures": st.failures, "url": st.url}
+again = Status(st.url, user="wanda", password="wanda-pw", verify=ca)
+seen["again"] = [again.id, again.status, again.success_count]
+try:
+    Status(st.url, user="zoe", password="zoe-pw", verify=ca)
+    seen["zoe"] = 200
+except requests.exceptions.HTTPError as e:
+    seen["zoe"] = e.response.status_code
+print(json.dumps(seen))
+"#;
+    let out = Command::new(python())
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("https://localhost:{port}/taxii2/"))
+        .arg(data.join("tls/ca.pem"))
+        .arg(bundle.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "taxii2-client failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // wanda may only write isac: one API root, one collection, write-only.
+    assert_eq!(
+        r["roots"],
+        serde_json::json!([format!("https://localhost:{port}/isac/")])
+    );
+    assert_eq!(r["max"], 1024 * 1024);
+    assert_eq!(r["cols"], serde_json::json!([["contributions", false, true]]));
+    assert_eq!(r["first"], "complete");
+    let st = &r["status"];
+    assert_eq!(st["status"], "complete", "{r}");
+    assert_eq!(
+        (&st["total"], &st["success"], &st["failure"], &st["pending"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{r}"
+    );
+    assert_eq!(
+        st["successes"][0]["id"],
+        "sighting--0c8e2f4a-3b1d-4e6f-8a9b-7c6d5e4f3a21"
+    );
+    assert_eq!(st["successes"][0]["version"], "2025-06-01T10:00:00.000Z");
+    assert!(
+        st["failures"][0]["message"].as_str().unwrap().contains("id"),
+        "{r}"
+    );
+    assert!(st["url"].as_str().unwrap().contains("/isac/status/"), "{r}");
+    assert_eq!(r["again"], serde_json::json!([st["id"], "complete", 1]));
+    // Another member of the same community does not see it.
+    assert_eq!(r["zoe"], 404, "{r}");
+    server.stop();
+}
+
+#[test]
+fn posting_contributions_over_raw_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    let contributions = format!("/isac/collections/{}/objects/", api::contributions_id("isac"));
+    let sightings = format!("/isac/collections/{}/objects/", api::collection_id("isac"));
+    let (wanda, zoe, alice) = (
+        Some(("wanda", "wanda-pw")),
+        Some(("zoe", "zoe-pw")),
+        Some(("alice", "alice-pw")),
+    );
+    let post = |path: &str, auth, accept, kind: &str, body: &str| {
+        request(&data, addr, "POST", path, auth, accept, Some((kind, body)))
+    };
+    let one = serde_json::json!({
+        "objects": [sighting("sighting--5b6a7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d", &ids[0])]
+    })
+    .to_string();
+
+    // An identical object posted twice: 202 with a success both times.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = post(&contributions, wanda, TAXII, TAXII_TYPE, &one);
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(
+            r.header("Content-Type").unwrap(),
+            "application/taxii+json;version=2.1"
+        );
+        assert_eq!(r.body["status"], "complete");
+        assert_eq!(
+            (
+                &r.body["total_count"],
+                &r.body["success_count"],
+                &r.body["failure_count"]
+            ),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(1),
+                &serde_json::json!(0)
+            ),
+            "{}",
+            r.body
+        );
+        assert_eq!(
+            r.body["successes"][0]["id"],
+            "sighting--5b6a7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
+        );
+        assert!(r.body.get("failures").is_none(), "{}", r.body);
+        assert!(api::parse_timestamp(r.body["request_timestamp"].as_str().unwrap()).is_some());
+        statuses.push(r.body);
+    }
+    assert_ne!(statuses[0]["id"], statuses[1]["id"]);
+    // The status, to its poster only: zoe (same community) 404, bob (not in it) 403.
+    let status = format!("/isac/status/{}/", statuses[0]["id"].as_str().unwrap());
+    let r = get(&data, addr, &status, wanda, TAXII);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, statuses[0]);
+    assert_eq!(get(&data, addr, &status, zoe, TAXII).status, 404);
+    assert_eq!(
+        get(&data, addr, &status, Some(("bob", "bob-pw")), TAXII).status,
+        403
+    );
+    assert_eq!(
+        get(
+            &data,
+            addr,
+            "/isac/status/00000000-0000-4000-8000-000000000000/",
+            wanda,
+            TAXII
+        )
+        .status,
+        404
+    );
+    // Objects without an id or a type fail alone.
+    let mixed =
+        r#"{"objects": [{"type": "sighting"}, {"id": "sighting--5b6a7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8e"}, 7]}"#;
+    let r = post(&contributions, wanda, TAXII, TAXII_TYPE, mixed);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["failure_count"], 3, "{}", r.body);
+    assert_eq!(r.body["success_count"], 0);
+    assert_eq!(r.body["failures"].as_array().unwrap().len(), 3);
+
+    // 415, 413, 400.
+    let r = post(&contributions, wanda, TAXII, "application/json", &one);
+    assert_eq!(r.status, 415, "{}", r.body);
+    let r = post(
+        &contributions,
+        wanda,
+        TAXII,
+        "application/stix+json;version=2.1",
+        &one,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    let big = format!(r#"{{"objects": [], "padding": "{}"}}"#, "x".repeat(1024 * 1024));
+    let r = post(&contributions, wanda, TAXII, TAXII_TYPE, &big);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body["description"].as_str().unwrap().contains("1048576"));
+    for body in ["not json", r#"{"objects": 5}"#, r#"{"type": "bundle"}"#, "[]", ""] {
+        let r = post(&contributions, wanda, TAXII, TAXII_TYPE, body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.body["http_status"], "400");
+    }
+    // 406 on Accept, 404 for an unknown collection, 401 without credentials.
+    let r = post(&contributions, wanda, Some("application/json"), TAXII_TYPE, &one);
+    assert_eq!(r.status, 406, "{}", r.body);
+    let r = post(
+        "/isac/collections/not-a-collection/objects/",
+        wanda,
+        TAXII,
+        TAXII_TYPE,
+        &one,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post(&contributions, None, TAXII, TAXII_TYPE, &one);
+    assert_eq!(r.status, 401);
+    assert!(r.header("WWW-Authenticate").is_some());
+    // Writing to `sightings` (even for a member that contributes): 403; a read-only member
+    // posting to `contributions`: 403.
+    let r = post(&sightings, zoe, TAXII, TAXII_TYPE, &one);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(&contributions, alice, TAXII, TAXII_TYPE, &one);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(
+        &contributions.replace("isac", "other"),
+        wanda,
+        TAXII,
+        TAXII_TYPE,
+        &one,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // A write-only member reads nothing; each member sees can_read and can_write as its own.
+    assert_eq!(get(&data, addr, &contributions, wanda, TAXII).status, 403);
+    assert_eq!(get(&data, addr, &sightings, wanda, TAXII).status, 403);
+    assert_eq!(get(&data, addr, &contributions, zoe, TAXII).status, 403);
+    let r = get(&data, addr, "/isac/collections/", zoe, TAXII);
+    let cols: Vec<(String, bool, bool)> = r.body["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["title"].as_str().unwrap().to_owned(),
+                c["can_read"].as_bool().unwrap(),
+                c["can_write"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("sightings".to_owned(), true, false),
+            ("contributions".to_owned(), false, true)
+        ]
+    );
+    let r = get(&data, addr, "/isac/collections/", alice, TAXII);
+    assert_eq!(r.body["collections"].as_array().unwrap().len(), 1);
+    let r = get(&data, addr, "/isac/", wanda, TAXII);
+    assert_eq!(r.body["max_content_length"], 1024 * 1024);
+    server.stop();
+}
+
+#[test]
+fn a_restart_keeps_date_added_and_added_after_does_not_serve_old_objects_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let manifest = format!("/isac/collections/{}/manifest/", api::collection_id("isac"));
+    let objects = format!("/isac/collections/{}/objects/", api::collection_id("isac"));
+    let alice = Some(("alice", "alice-pw"));
+    let dates = |r: &Reply| -> BTreeMap<String, String> {
+        r.body["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    format!("{} {}", o["id"].as_str().unwrap(), o["version"].as_str().unwrap()),
+                    o["date_added"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    let before = get(&data, addr, &manifest, alice, TAXII);
+    assert_eq!(before.status, 200, "{}", before.body);
+    let first = dates(&before);
+    assert!(first.len() >= 3, "{}", before.body);
+    let last = before.header("X-TAXII-Date-Added-Last").unwrap();
+    server.stop();
+
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    let after = get(&data, addr, &manifest, alice, TAXII);
+    assert_eq!(dates(&after), first, "date_added changed across a restart");
+    assert_eq!(after.header("X-TAXII-Date-Added-Last").unwrap(), last);
+    let r = get(
+        &data,
+        addr,
+        &format!("{objects}?added_after={last}"),
+        alice,
+        TAXII,
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.get("objects").is_none(),
+        "served again as new after a restart: {}",
+        r.body
+    );
+    server.stop();
+}
+
+#[test]
+fn eleven_bad_passwords_from_one_address_get_429_without_running_pbkdf2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    // carol logs in first: a credential that verified is remembered.
+    assert_eq!(
+        get(&data, addr, "/taxii2/", Some(("carol", "carol-pw")), TAXII).status,
+        200
+    );
+    for i in 0..10 {
+        let r = get(&data, addr, "/taxii2/", Some(("alice", "wrong")), TAXII);
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+    }
+    // The eleventh, against a hash that would take PBKDF2 minutes: refused at once.
+    let t0 = std::time::Instant::now();
+    let r = get(&data, addr, "/taxii2/", Some(("slow", "wrong")), TAXII);
+    let took = t0.elapsed();
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
+    // A right password not yet verified is refused too (it would cost PBKDF2)...
+    assert_eq!(
+        get(&data, addr, "/taxii2/", Some(("alice", "alice-pw")), TAXII).status,
+        429
+    );
+    // ...but a member whose credential already verified keeps working.
+    assert_eq!(
+        get(&data, addr, "/taxii2/", Some(("carol", "carol-pw")), TAXII).status,
+        200
+    );
+    // No credentials at all cost nothing and are still told how to authenticate.
+    assert_eq!(get(&data, addr, "/taxii2/", None, TAXII).status, 401);
+    server.stop();
+}
+
+#[test]
+fn a_client_that_expects_100_continue_is_asked_for_its_body_only_when_it_would_be_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, ids) = data_dir(tmp.path());
+    let server = start(&data, &ids);
+    let addr = server.local_addr();
+    let path = format!("/isac/collections/{}/objects/", api::contributions_id("isac"));
+    let body = serde_json::json!({
+        "objects": [sighting("sighting--1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", &ids[0])]
+    })
+    .to_string();
+    let head = |who: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic {}\r\n\
+             Accept: {TAXII_TYPE}\r\nContent-Type: {TAXII_TYPE}\r\nContent-Length: {length}\r\n\
+             Expect: 100-continue\r\n\r\n",
+            b64(&format!("{who}:{who}-pw"))
+        )
+    };
+    // A member that may post: 100 Continue, then the body, then 202.
+    let mut tls = connect(&data, addr);
+    tls.write_all(head("wanda", body.len()).as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    tls.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tls.write_all(body.as_bytes()).unwrap();
+    let r = read_reply(&mut tls);
+    assert_eq!(r.status, 202, "{}", r.body);
+    // One that may not, or a body too large: the final answer at once, no body sent.
+    for (who, length, status) in [("alice", body.len(), 403), ("wanda", 2 << 20, 413)] {
+        let mut tls = connect(&data, addr);
+        tls.write_all(head(who, length).as_bytes()).unwrap();
+        let r = read_reply(&mut tls);
+        assert_eq!(r.status, status, "{}", r.body);
+    }
+    server.stop();
 }

@@ -1,11 +1,16 @@
 //! The TAXII 2.1 server's request core: a parsed request, the member it authenticated as and
-//! the objects a community may see in, a response out. No I/O: the shell ([`super`]) reads the
-//! objects from the share policy, keeps the object history and `next` tokens, and writes bytes.
+//! the objects a community may see in, a response out; and the decoding of what a member posts
+//! (a TAXII envelope) and the status resource that answers it. No I/O: the shell ([`super`])
+//! reads the objects from the share policy, keeps the object history and `next` tokens, stores
+//! contributions and statuses, and writes bytes.
 //!
-//! Invariants: every response but a 401 is for an authenticated member; a member sees an API
-//! root only if `[[taxii.member]]` lists its community; a `next` token serves only the member it
-//! was issued to, for the collection it was issued for, and authorisation is checked again when
-//! it is used.
+//! Invariants: every response but a 401 (or a 429) is for an authenticated member; a member
+//! sees an API root only if `[[taxii.member]]` lists its community under `communities` (read)
+//! or `contribute` (write), reads only the `sightings` collection and writes only the
+//! `contributions` collection, each only where it is listed; a `next` token serves only the
+//! member it was issued to, for the collection it was issued for, and authorisation is checked
+//! again when it is used. A posted body is decoded only after its length was checked against
+//! [`MAX_CONTENT_LENGTH`], and holds at most [`MAX_POST_OBJECTS`] objects.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +22,14 @@ pub const TAXII_MEDIA: &str = "application/taxii+json;version=2.1";
 pub const STIX_MEDIA: &str = "application/stix+json;version=2.1";
 /// The most objects one page holds, whatever `limit` asks.
 pub const MAX_PAGE: usize = 100;
-/// The one collection of each API root.
+/// The title of the collection members read: what the share policy lets the community have.
 pub const COLLECTION_TITLE: &str = "sightings";
+/// The title of the collection members post their sightings and indicators to.
+pub const CONTRIBUTIONS_TITLE: &str = "contributions";
+/// The largest request body, in bytes: `max_content_length` of every API root.
+pub const MAX_CONTENT_LENGTH: usize = 1024 * 1024;
+/// The most objects one POST may carry (a larger envelope is refused whole with 400).
+pub const MAX_POST_OBJECTS: usize = 10_000;
 
 /// A response: status, extra headers, and a TAXII JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +97,7 @@ pub enum Route {
     Collections(String),
     /// `GET /<root>/collections/<id>/`.
     Collection(String, String),
-    /// `GET /<root>/collections/<id>/objects/`.
+    /// `GET` or `POST /<root>/collections/<id>/objects/`.
     Objects(String, String),
     /// `GET /<root>/collections/<id>/manifest/`.
     Manifest(String, String),
@@ -94,9 +105,8 @@ pub enum Route {
     Object(String, String, String),
     /// `GET /<root>/collections/<id>/objects/<object-id>/versions/`.
     Versions(String, String, String),
-    /// `GET /<root>/status/<id>/` (under the root named): no status resources exist, since
-    /// nothing can be posted.
-    Status(String),
+    /// `GET /<root>/status/<id>/`: the status resource of an earlier POST.
+    Status(String, String),
 }
 
 impl Route {
@@ -111,7 +121,7 @@ impl Route {
             | Route::Manifest(r, _)
             | Route::Object(r, _, _)
             | Route::Versions(r, _, _)
-            | Route::Status(r) => Some(r),
+            | Route::Status(r, _) => Some(r),
         }
     }
 
@@ -129,10 +139,12 @@ impl Route {
 }
 
 /// Splits a request target into its route and its decoded query parameters; `None` for a path
-/// that names no resource.
+/// that names no resource. The specification's URLs end in `/`; one without it names the same
+/// resource (taxii2-client asks for a status resource that way).
 pub fn route(target: &str) -> Option<(Route, Vec<(String, String)>)> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let path = path.strip_prefix('/')?.strip_suffix('/')?;
+    let path = path.strip_prefix('/')?;
+    let path = path.strip_suffix('/').unwrap_or(path);
     let parts: Vec<String> = path.split('/').map(percent_decode).collect::<Option<_>>()?;
     if parts.iter().any(|p| p.is_empty()) {
         return None;
@@ -143,7 +155,7 @@ pub fn route(target: &str) -> Option<(Route, Vec<(String, String)>)> {
         ["taxii2"] => Route::Discovery,
         [root] => Route::ApiRoot(s(root)),
         [root, "collections"] => Route::Collections(s(root)),
-        [root, "status", _] => Route::Status(s(root)),
+        [root, "status", id] => Route::Status(s(root), s(id)),
         [root, "collections", c] => Route::Collection(s(root), s(c)),
         [root, "collections", c, "objects"] => Route::Objects(s(root), s(c)),
         [root, "collections", c, "manifest"] => Route::Manifest(s(root), s(c)),
@@ -209,7 +221,7 @@ pub fn accepts_taxii(accept: Option<&str>) -> bool {
     })
 }
 
-/// The collection id of a community's API root: a UUID derived from its name (the same on
+/// The id of a community's `sightings` collection: a UUID derived from its name (the same on
 /// every start), in the form TAXII asks for.
 pub fn collection_id(community: &str) -> String {
     let d = ring::digest::digest(
@@ -217,6 +229,61 @@ pub fn collection_id(community: &str) -> String {
         format!("picket taxii collection\0{community}").as_bytes(),
     );
     crate::uuid::uuid_text(d.as_ref(), 5)
+}
+
+/// The id of a community's `contributions` collection: derived like [`collection_id`] under
+/// another label, so the two never meet.
+pub fn contributions_id(community: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("picket taxii contributions\0{community}").as_bytes(),
+    );
+    crate::uuid::uuid_text(d.as_ref(), 5)
+}
+
+/// The two collections of each API root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// `sightings`: what the share policy lets the community have; members listed under
+    /// `communities` read it; nobody writes it.
+    Sightings,
+    /// `contributions`: where members listed under `contribute` post sightings and indicators;
+    /// nobody reads it over TAXII.
+    Contributions,
+}
+
+impl Collection {
+    /// Which collection of community `root` the id `id` names, if any.
+    pub fn of(root: &str, id: &str) -> Option<Collection> {
+        if id == collection_id(root) {
+            Some(Collection::Sightings)
+        } else if id == contributions_id(root) {
+            Some(Collection::Contributions)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one member may do in one API root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Access {
+    /// The member may read the `sightings` collection.
+    pub read: bool,
+    /// The member may write the `contributions` collection.
+    pub write: bool,
+}
+
+impl Access {
+    /// `can_read` of `c` for this member.
+    pub fn can_read(self, c: Collection) -> bool {
+        self.read && c == Collection::Sightings
+    }
+
+    /// `can_write` of `c` for this member.
+    pub fn can_write(self, c: Collection) -> bool {
+        self.write && c == Collection::Contributions
+    }
 }
 
 /// The discovery resource, listing the API roots of `roots` under `base` (`https://host`).
@@ -237,27 +304,176 @@ pub fn discovery(base: &str, roots: &[String]) -> Response {
 pub fn api_root(root: &str) -> Response {
     Response::ok(json!({
         "title": root,
-        "description": format!("Sightings shared with community {root}"),
+        "description": format!("Sightings shared with community {root}, and its members' contributions"),
         "versions": [TAXII_MEDIA],
-        "max_content_length": 0,
+        "max_content_length": MAX_CONTENT_LENGTH,
     }))
 }
 
-/// The collection resource of community `root`.
-pub fn collection(root: &str) -> Value {
+/// The resource of collection `c` of community `root`, with `can_read` and `can_write` as they
+/// are for the member asking.
+pub fn collection(root: &str, c: Collection, access: Access) -> Value {
+    let (id, title, description) = match c {
+        Collection::Sightings => (
+            collection_id(root),
+            COLLECTION_TITLE,
+            format!("Sightings shared with community {root}"),
+        ),
+        Collection::Contributions => (
+            contributions_id(root),
+            CONTRIBUTIONS_TITLE,
+            format!("Sightings and indicators that members contribute to community {root}"),
+        ),
+    };
     json!({
-        "id": collection_id(root),
-        "title": COLLECTION_TITLE,
-        "description": format!("Sightings shared with community {root}; read-only"),
-        "can_read": true,
-        "can_write": false,
+        "id": id,
+        "title": title,
+        "description": description,
+        "can_read": access.can_read(c),
+        "can_write": access.can_write(c),
         "media_types": [STIX_MEDIA],
     })
 }
 
-/// The collections resource of community `root`.
-pub fn collections(root: &str) -> Response {
-    Response::ok(json!({ "collections": [collection(root)] }))
+/// The collections resource of community `root`: the collections the member may read or
+/// write.
+pub fn collections(root: &str, access: Access) -> Response {
+    let list: Vec<Value> = [Collection::Sightings, Collection::Contributions]
+        .into_iter()
+        .filter(|&c| access.can_read(c) || access.can_write(c))
+        .map(|c| collection(root, c, access))
+        .collect();
+    let body = if list.is_empty() {
+        json!({})
+    } else {
+        json!({ "collections": list })
+    };
+    Response::ok(body)
+}
+
+/// One object of a POST, as [`decode_envelope`] found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Posted {
+    /// A JSON object with a string `type` and `id`: handed to the store.
+    Object(Value),
+    /// Not an object the server can take: a failure of the status resource.
+    Refused(Detail),
+}
+
+/// One entry of a status resource's `successes` or `failures` (`status-details`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    /// The object's `id` (empty when it had none).
+    pub id: String,
+    /// The object's version: `modified`, else `created` (empty when it had neither).
+    pub version: String,
+    /// Why it failed, or a remark on a success.
+    pub message: Option<String>,
+}
+
+/// The `id` and version of a posted object, as far as it has them.
+pub fn id_and_version(object: &Value) -> (String, String) {
+    let text = |k: &str| object.get(k).and_then(Value::as_str);
+    (
+        text("id").unwrap_or_default().to_owned(),
+        text("modified")
+            .or_else(|| text("created"))
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Decodes a POST body: a TAXII envelope, a JSON object whose `objects` is an array of at most
+/// [`MAX_POST_OBJECTS`] entries. A body that is not one is a 400 naming what is wrong; an entry
+/// that is not a JSON object with a string `type` and `id` becomes a [`Posted::Refused`], so it
+/// fails alone.
+pub fn decode_envelope(body: &[u8]) -> Result<Vec<Posted>, Response> {
+    let bad = |why: String| Response::error(400, "Bad Request", why);
+    if body.len() > MAX_CONTENT_LENGTH {
+        return Err(Response::error(
+            413,
+            "Content Too Large",
+            format!("the body is over {MAX_CONTENT_LENGTH} bytes"),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the body is not JSON ({e}); a TAXII envelope is expected"
+        ))
+    })?;
+    let Value::Object(mut envelope) = value else {
+        return Err(bad("the body is not a TAXII envelope (a JSON object)".into()));
+    };
+    let Some(Value::Array(objects)) = envelope.remove("objects") else {
+        return Err(bad("the envelope has no \"objects\" array".into()));
+    };
+    if objects.len() > MAX_POST_OBJECTS {
+        return Err(bad(format!(
+            "the envelope holds {} objects; at most {MAX_POST_OBJECTS} are taken in one request",
+            objects.len()
+        )));
+    }
+    Ok(objects
+        .into_iter()
+        .map(|o| {
+            let (id, version) = id_and_version(&o);
+            let refuse = |why: &str| {
+                Posted::Refused(Detail {
+                    id: id.clone(),
+                    version: version.clone(),
+                    message: Some(why.to_owned()),
+                })
+            };
+            if !o.is_object() {
+                refuse("not a STIX object (a JSON object)")
+            } else if !o.get("type").is_some_and(Value::is_string) {
+                refuse("the object has no \"type\"")
+            } else if !o.get("id").is_some_and(Value::is_string) {
+                refuse("the object has no \"id\"")
+            } else {
+                Posted::Object(o)
+            }
+        })
+        .collect())
+}
+
+/// The status resource of a POST that finished at once: `id`, the time it was received
+/// (`request_ms`), and what became of each object (`Ok` a success, `Err` a failure). Optional
+/// lists are left out when empty (a STIX or TAXII list is never empty when present).
+pub fn status_resource(id: &str, request_ms: i64, outcomes: &[Result<Detail, Detail>]) -> Value {
+    let detail = |d: &Detail| {
+        let mut v = json!({ "id": d.id, "version": d.version });
+        if let Some(m) = &d.message {
+            v["message"] = json!(m);
+        }
+        v
+    };
+    let successes: Vec<Value> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(detail)
+        .collect();
+    let failures: Vec<Value> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().err())
+        .map(detail)
+        .collect();
+    let mut body = json!({
+        "id": id,
+        "status": "complete",
+        "request_timestamp": timestamp(request_ms),
+        "total_count": outcomes.len(),
+        "success_count": successes.len(),
+        "failure_count": failures.len(),
+        "pending_count": 0,
+    });
+    if !successes.is_empty() {
+        body["successes"] = Value::Array(successes);
+    }
+    if !failures.is_empty() {
+        body["failures"] = Value::Array(failures);
+    }
+    body
 }
 
 /// Formats unix milliseconds as a TAXII timestamp (UTC, millisecond precision).
@@ -503,5 +719,105 @@ mod tests {
         assert_eq!(base64_decode("YWxpY2U6cHc=").as_deref(), Some(&b"alice:pw"[..]));
         assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
         assert_eq!(base64_decode("YQ="), None);
+    }
+
+    #[test]
+    fn routes_with_and_without_the_trailing_slash() {
+        let status = Some(Route::Status("isac".into(), "abc".into()));
+        assert_eq!(route("/isac/status/abc/").map(|r| r.0), status);
+        assert_eq!(route("/isac/status/abc").map(|r| r.0), status);
+        assert_eq!(route("/taxii2").map(|r| r.0), Some(Route::Discovery));
+        assert_eq!(route("/isac//").map(|r| r.0), None);
+        assert_eq!(route("/").map(|r| r.0), None);
+        assert_eq!(route("").map(|r| r.0), None);
+    }
+
+    #[test]
+    fn the_two_collections_have_distinct_ids() {
+        assert_ne!(collection_id("isac"), contributions_id("isac"));
+        assert_eq!(
+            Collection::of("isac", &contributions_id("isac")),
+            Some(Collection::Contributions)
+        );
+        assert_eq!(Collection::of("other", &contributions_id("isac")), None);
+    }
+
+    fn check_envelope(body: &str, expected: Result<Vec<Option<&str>>, u16>) {
+        let got = decode_envelope(body.as_bytes())
+            .map(|v| {
+                v.iter()
+                    .map(|p| match p {
+                        Posted::Object(o) => o["id"].as_str().map(|_| "ok"),
+                        Posted::Refused(d) => d.message.as_deref().map(|_| "refused"),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|r| r.status);
+        assert_eq!(got, expected, "{body}");
+    }
+
+    #[test]
+    fn envelopes() {
+        check_envelope(r#"{"objects": []}"#, Ok(vec![]));
+        check_envelope(
+            r#"{"more": false, "objects": [{"type": "sighting", "id": "sighting--1"}, {"id": "x--1"},
+               {"type": "x"}, 7]}"#,
+            Ok(vec![
+                Some("ok"),
+                Some("refused"),
+                Some("refused"),
+                Some("refused"),
+            ]),
+        );
+        check_envelope(r#"{"type": "bundle"}"#, Err(400));
+        check_envelope(r#"{"objects": {}}"#, Err(400));
+        check_envelope(r#"[{"objects": []}]"#, Err(400));
+        check_envelope("{\"objects\": [", Err(400));
+        check_envelope("", Err(400));
+        let many = format!("{{\"objects\": [{}]}}", vec!["1"; MAX_POST_OBJECTS + 1].join(","));
+        check_envelope(&many, Err(400));
+        let big = format!(
+            "{{\"objects\": [], \"x\": \"{}\"}}",
+            "a".repeat(MAX_CONTENT_LENGTH)
+        );
+        check_envelope(&big, Err(413));
+    }
+
+    #[test]
+    fn a_status_resource_counts_what_it_lists() {
+        let ok = |id: &str| {
+            Ok(Detail {
+                id: id.into(),
+                version: "2025-01-01T00:00:00.000Z".into(),
+                message: None,
+            })
+        };
+        let s = status_resource(
+            "0f1e",
+            1_750_000_000_123,
+            &[
+                ok("sighting--a"),
+                Err(Detail {
+                    id: String::new(),
+                    version: String::new(),
+                    message: Some("no id".into()),
+                }),
+                ok("indicator--b"),
+            ],
+        );
+        assert_eq!(s["status"], "complete");
+        assert_eq!(s["request_timestamp"], "2025-06-15T15:06:40.123Z");
+        assert_eq!(
+            (s["total_count"].as_u64(), s["success_count"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(
+            (s["failure_count"].as_u64(), s["pending_count"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert_eq!(s["successes"][1]["id"], "indicator--b");
+        assert!(s["successes"][0].get("message").is_none());
+        assert_eq!(s["failures"][0]["message"], "no id");
+        assert!(s.get("pendings").is_none());
     }
 }

@@ -1,41 +1,67 @@
 //! The TAXII 2.1 server `serve --http` runs: HTTPS (TLS 1.3, ALPN `http/1.1`, the agent
 //! channel's server certificate), HTTP Basic members from `[[taxii.member]]`, one API root per
-//! community with one read-only collection, `sightings`, whose objects are what the share
-//! policy lets that community have right now ([`crate::share::preview`]).
+//! community with two collections:
 //!
-//! Discovery requires authentication too, and lists only the API roots the member may read:
-//! a stranger learns nothing, not even the communities' names.
+//! - `sightings` ([`api::collection_id`]), read by the members whose `communities` list the
+//!   community: what the share policy lets that community have right now
+//!   ([`crate::share::preview`]); nobody writes it.
+//! - `contributions` ([`api::contributions_id`]), written by the members whose `contribute`
+//!   lists the community: a POST hands the objects to [`crate::share::inbound::accept`], which
+//!   stores them and counts their sightings under the member's account (never under the
+//!   `created_by_ref` they claim). It answers 202 with a status resource that is complete at
+//!   once and stays readable at `{root}/status/{id}/`, by the member that posted only. Nobody
+//!   reads it over TAXII.
+//!
+//! `can_read` and `can_write` are reported for the member asking; discovery lists the API roots
+//! the member may read or write, and a stranger learns nothing, not even the communities' names.
+//! A POST is checked in the specification's order: 401, 406 (`Accept`), 404 (root, collection),
+//! 403 (no write right), 415 (`Content-Type`), 413 (over `max_content_length`, 1 MiB, before the
+//! body is read), 400 (not an envelope, or over [`api::MAX_POST_OBJECTS`] objects). An object
+//! without a `type` or an `id` is a failure in the status, not a 400.
 //!
 //! `date_added` is when this server first served that version of an object (strictly
-//! increasing, so `added_after` never skips one). The history is kept in memory: after a
-//! restart, objects still shared are served again as newly added (a client sees a duplicate,
-//! never a gap). An object the policy no longer lets out is no longer served, whatever its
-//! history.
+//! increasing, so `added_after` never skips one). The history is kept in the store
+//! (`taxii_served`, see [`history`]), loaded when the server starts and written before a new
+//! version is served, so after a restart an object keeps its `date_added` and `added_after`
+//! does not serve it again as new. An object the policy no longer lets out is no longer served,
+//! whatever its history. The store is one connection behind a mutex, used from blocking
+//! threads only.
 //!
-//! Invariants: every response but discovery's 401 needs a member whose password verified
-//! (PBKDF2, constant time); a member reads only the communities it is listed for; a `next`
-//! token serves only its member, for its collection, and the member's access is checked
-//! again when the token is used. Requests are small: a head over 16 KiB or a body over 1 MiB
-//! is refused. Nothing can be written yet: a POST to objects is checked like a GET (401, 403,
-//! 404, 406), then 415 for a Content-Type other than the TAXII media type, else 403
-//! (`can_write` is false).
+//! Logins: a credential that verified is remembered for five minutes (a keyed hash of the
+//! header), so paging costs PBKDF2 once. Otherwise each attempt runs PBKDF2 on a blocking
+//! thread, at most [`PBKDF2_AT_ONCE`] at a time; every attempt counts as a failure of its peer
+//! (IPv4 address, IPv6 /64) until it succeeds, and a peer with [`LOGIN_FAILURES`] failures
+//! within [`LOGIN_WINDOW`] is answered 429 with `Retry-After`, without PBKDF2 ([`limiter`]).
+//!
+//! Invariants: every response but a 401 or a 429 needs a member whose password verified
+//! (PBKDF2, constant time); a member reads only the communities it is listed for and writes
+//! only those it may contribute to; a `next` token serves only its member, for its collection,
+//! and the member's access is checked again when the token is used; a status resource is
+//! shown only to the account that posted it. Requests are small: a head over 16 KiB or a body
+//! over 1 MiB is refused before it is read.
 
 pub mod api;
+pub mod history;
+pub mod http;
+pub mod limiter;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::config::TaxiiMember;
 use crate::datadir::DataDir;
+use crate::store::Store;
 use crate::CollectorError;
-use api::{Filter, Response, Route, Version};
+use api::{Access, Collection, Detail, Filter, Posted, Response, Route, Version};
+use history::Served;
+use http::Request;
 
 /// The realm named in `WWW-Authenticate`.
 pub const REALM: &str = "picket TAXII";
@@ -43,9 +69,24 @@ pub const REALM: &str = "picket TAXII";
 pub const NEXT_LIFETIME: Duration = Duration::from_secs(600);
 /// The most `next` tokens outstanding; the oldest go first.
 pub const MAX_NEXT_TOKENS: usize = 4096;
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_BODY: usize = 1024 * 1024;
+/// Failed logins a peer may have within [`LOGIN_WINDOW`] before it is answered 429.
+pub const LOGIN_FAILURES: usize = 10;
+/// The window [`LOGIN_FAILURES`] is counted in.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// The most password verifications (PBKDF2) running at once.
+pub const PBKDF2_AT_ONCE: usize = 2;
+/// The most peers whose failed logins are remembered.
+const LOGIN_PEERS: usize = 4096;
+/// How long a login waits for a PBKDF2 slot before it is answered 503.
+const PBKDF2_QUEUE: Duration = Duration::from_secs(10);
+const MAX_BODY: usize = api::MAX_CONTENT_LENGTH;
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// The whole body of a request must arrive within this.
+const BODY_DEADLINE: Duration = Duration::from_secs(60);
+/// After a response that closes the connection, input is read and dropped for at most this
+/// long (and [`LINGER_BYTES`]), so the client reads the response instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * MAX_BODY;
 
 /// Where the objects of a community come from: its name and the time (unix seconds) in, the
 /// bundle it may receive out. `serve` uses [`crate::share::preview`].
@@ -99,7 +140,9 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
 }
 
 /// Checks `[[taxii.member]]` entries: names unique without `:`, hashes well-formed, each
-/// community configured.
+/// community under `communities` and `contribute` configured, at least one of them given, and
+/// a `sector` (if any) in the form of STIX's industry-sector vocabulary (lowercase letters,
+/// digits and `-`, at most 64).
 pub fn check_members(members: &[TaxiiMember], communities: &[String]) -> Result<(), CollectorError> {
     let mut seen = std::collections::BTreeSet::new();
     for m in members {
@@ -115,9 +158,30 @@ pub fn check_members(members: &[TaxiiMember], communities: &[String]) -> Result<
                 "password_hash must be pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>".into(),
             ));
         }
-        for c in &m.communities {
-            if !communities.contains(c) {
-                return Err(bad(format!("community {c:?} is not a configured [[community]]")));
+        if m.communities.is_empty() && m.contribute.is_empty() {
+            return Err(bad(
+                "lists no community: give `communities` (read), `contribute` (write), or both".into(),
+            ));
+        }
+        for (key, list) in [("communities", &m.communities), ("contribute", &m.contribute)] {
+            for c in list {
+                if !communities.contains(c) {
+                    return Err(bad(format!(
+                        "{key}: community {c:?} is not a configured [[community]]"
+                    )));
+                }
+            }
+        }
+        if let Some(s) = &m.sector {
+            if s.is_empty()
+                || s.len() > 64
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(bad(format!(
+                    "sector {s:?}: lowercase letters, digits and '-' only, at most 64 (as `financial-services`)"
+                )));
             }
         }
     }
@@ -134,7 +198,8 @@ struct Pending {
     expires: std::time::Instant,
 }
 
-/// The server's memory: object history per community and the `next` tokens.
+/// The server's memory: object history per community (a copy of `taxii_served`) and the `next`
+/// tokens.
 #[derive(Debug, Default)]
 struct State {
     /// community → object id → versions (oldest first).
@@ -144,12 +209,44 @@ struct State {
     next_order: VecDeque<String>,
 }
 
+impl State {
+    /// The history as the store holds it.
+    fn load(store: &Store) -> Result<State, CollectorError> {
+        let mut state = State::default();
+        for row in store.taxii_served()? {
+            let object: Value = serde_json::from_str(&row.body).map_err(|e| {
+                CollectorError::Refused(format!(
+                    "taxii_served: community {:?}, object {} version {}: the stored body is not JSON: {e}",
+                    row.community, row.object_id, row.version
+                ))
+            })?;
+            state.last_added = state.last_added.max(row.added_ms);
+            state
+                .history
+                .entry(row.community)
+                .or_default()
+                .entry(row.object_id)
+                .or_default()
+                .push(Version {
+                    added: row.added_ms,
+                    version: row.version,
+                    object,
+                });
+        }
+        Ok(state)
+    }
+}
+
 struct Shared {
     members: Vec<TaxiiMember>,
     communities: Vec<String>,
     source: Source,
     state: Mutex<State>,
+    /// The store: taken after `state` when both are needed, and only on blocking threads.
+    store: Mutex<Store>,
     verified: Mutex<Verified>,
+    failures: Mutex<limiter::Failures>,
+    pbkdf2: tokio::sync::Semaphore,
 }
 
 /// Credentials that verified recently, so that a client paging through a collection pays for
@@ -209,6 +306,8 @@ impl Server {
         let communities: Vec<String> = cfg.communities.iter().map(|c| c.name.clone()).collect();
         check_members(&cfg.taxii.members, &communities)
             .map_err(|e| CollectorError::Refused(format!("{}: {e}", dir.config_path().display())))?;
+        let store = dir.store()?;
+        let state = State::load(&store)?;
         let pki = crate::pki::Pki::load(dir)?;
         // The channel's config, with ALPN http/1.1. Client certificates stay optional (as on
         // the channel): an HTTPS client without one is not affected.
@@ -232,7 +331,10 @@ impl Server {
             communities,
             verified: Mutex::new(Verified::new()?),
             source,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
+            store: Mutex::new(store),
+            failures: Mutex::new(limiter::Failures::new(LOGIN_FAILURES, LOGIN_WINDOW, LOGIN_PEERS)),
+            pbkdf2: tokio::sync::Semaphore::new(PBKDF2_AT_ONCE),
         });
         runtime.spawn(async move {
             loop {
@@ -243,7 +345,7 @@ impl Server {
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(acceptor, tcp, shared).await {
+                    if let Err(e) = connection(acceptor, tcp, peer, shared).await {
                         eprintln!("picket-collector: TAXII {peer}: {e}");
                     }
                 });
@@ -276,47 +378,11 @@ impl Drop for Server {
     }
 }
 
-/// A parsed request head.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn parse_head(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target, version) = (first.next()?, first.next()?, first.next()?);
-    if !version.starts_with("HTTP/1.") || first.next().is_some() {
-        return None;
-    }
-    let mut headers = Vec::new();
-    for l in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = l.split_once(':')?;
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    Some(Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        headers,
-    })
-}
-
 /// One TLS connection: requests read one after another (keep-alive), each answered in full.
 async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<(), String> {
     let mut tls = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp))
@@ -329,13 +395,14 @@ async fn connection(
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p;
             }
-            if buf.len() > MAX_HEAD {
+            if buf.len() > http::MAX_HEAD {
                 let r = Response::error(
                     431,
                     "Request Header Fields Too Large",
                     "the request head is over 16 KiB",
                 );
                 write(&mut tls, &r, true).await?;
+                linger(&mut tls).await;
                 return Ok(());
             }
             let mut chunk = [0u8; 4096];
@@ -349,72 +416,127 @@ async fn connection(
             buf.extend_from_slice(&chunk[..n]);
         };
         let head: Vec<u8> = buf.drain(..end + 4).collect();
-        let Some(req) = parse_head(&head[..end]) else {
-            write(
-                &mut tls,
-                &Response::error(400, "Bad Request", "malformed HTTP request"),
-                true,
-            )
-            .await?;
+        let Some(req) = http::parse_head(&head[..end]) else {
+            let r = Response::error(400, "Bad Request", "malformed HTTP request");
+            write(&mut tls, &r, true).await?;
+            linger(&mut tls).await;
             return Ok(());
         };
-        let length = req.header("content-length").map(|l| l.trim().parse::<usize>());
-        let chunked = req.header("transfer-encoding").is_some();
-        let has_body = chunked
-            || length
-                .as_ref()
-                .is_some_and(|l| l.as_ref().map_or(true, |n| *n > 0));
-        let mut close = req
+        let close_asked = req
             .header("connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let resp = if req.method != "GET" && req.method != "POST" {
-            close = true;
+        let length = match req.body_length() {
+            Ok(n) => n,
+            Err(why) => {
+                write(&mut tls, &Response::error(400, "Bad Request", why), true).await?;
+                linger(&mut tls).await;
+                return Ok(());
+            }
+        };
+        let (resp, body_read) = if req.method != "GET" && req.method != "POST" {
             let mut r = Response::error(
                 405,
                 "Method Not Allowed",
-                "this server answers GET (and POST, refused)",
+                "this server answers GET, and POST to a collection's objects",
             );
             r.headers.push(("Allow".into(), "GET, POST".into()));
-            r
-        } else if req.method == "GET" && has_body {
-            close = true;
-            Response::error(400, "Bad Request", "a GET carries no body")
-        } else if chunked
-            || matches!(length, Some(Err(_)))
-            || length
-                .as_ref()
-                .is_some_and(|l| l.as_ref().is_ok_and(|n| *n > MAX_BODY))
-        {
-            close = true;
-            Response::error(
-                400,
-                "Bad Request",
-                format!("a body needs a Content-Length of at most {MAX_BODY} bytes"),
+            (r, false)
+        } else if req.method == "GET" && length > 0 {
+            (
+                Response::error(400, "Bad Request", "a GET carries no body"),
+                false,
             )
         } else {
-            // A POST's body is read and dropped: no collection can be written (see `handle`).
-            let mut want = length.and_then(Result::ok).unwrap_or(0);
-            let take = want.min(buf.len());
-            buf.drain(..take);
-            want -= take;
-            while want > 0 {
-                let mut chunk = [0u8; 4096];
-                let n = match tokio::time::timeout(READ_TIMEOUT, tls.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => n,
-                    _ => return Ok(()),
-                };
-                let used = n.min(want);
-                want -= used;
-                buf.extend_from_slice(&chunk[used..n]);
+            match exchange(&mut tls, &mut buf, &req, length, peer.ip(), &shared).await? {
+                Some(answer) => answer,
+                // The client went away in the middle of its body.
+                None => return Ok(()),
             }
-            let shared = shared.clone();
-            tokio::task::spawn_blocking(move || handle(&shared, &req))
-                .await
-                .map_err(|e| format!("request handler: {e}"))?
         };
+        // A body left unread cannot be told from the next request: the connection ends.
+        let close = close_asked || (length > 0 && !body_read);
         write(&mut tls, &resp, close).await?;
         if close {
+            linger(&mut tls).await;
             return Ok(());
+        }
+    }
+}
+
+/// What a request gets once its head is read and framed: authentication, then the checks and
+/// the answer on a blocking thread; for a POST that passes them, its body is read and stored.
+/// `Some((response, whether the body was read))`, or `None` when the client left mid-body.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    req: &Request,
+    length: usize,
+    ip: IpAddr,
+    shared: &Arc<Shared>,
+) -> Result<Option<(Response, bool)>, String> {
+    let member = match authenticate(shared, req, ip).await? {
+        Ok(m) => m,
+        Err(r) => return Ok(Some((r, false))),
+    };
+    let (sh, rq) = (shared.clone(), req.clone());
+    let step = tokio::task::spawn_blocking(move || handle(&sh, member, &rq, length))
+        .await
+        .map_err(|e| format!("request handler: {e}"))?;
+    let root = match step {
+        Step::Answer(r) => return Ok(Some((r, false))),
+        Step::Post(root) => root,
+    };
+    // A client that waits to be asked for the body (curl does, for bodies over 1 KiB) is asked
+    // now, once every check that needs no body has passed.
+    if req
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        && buf.len() < length
+    {
+        io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| format!("writing 100 Continue: {e}"))?;
+        io.flush()
+            .await
+            .map_err(|e| format!("writing 100 Continue: {e}"))?;
+    }
+    let Some(body) = read_body(io, buf, length).await else {
+        return Ok(None);
+    };
+    let sh = shared.clone();
+    let resp = tokio::task::spawn_blocking(move || post_objects(&sh, member, &root, &body))
+        .await
+        .map_err(|e| format!("request handler: {e}"))?;
+    Ok(Some((resp, true)))
+}
+
+/// Reads a body of `length` bytes (at most [`MAX_BODY`], checked by the caller), starting with
+/// what is already in `buf`; `None` if the client stops sending or is too slow.
+async fn read_body<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, length: usize) -> Option<Vec<u8>> {
+    let length = length.min(MAX_BODY);
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
+    while buf.len() < length {
+        let mut chunk = [0u8; 16 * 1024];
+        let wait = READ_TIMEOUT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, io.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    Some(buf.drain(..length).collect())
+}
+
+/// After a response that ends the connection: reads and drops what the client still sends,
+/// for a bounded time and size, so that closing with unread input does not reset the
+/// connection before the client has read the response.
+async fn linger<S: AsyncRead + Unpin>(io: &mut S) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut drained = 0usize;
+    let mut chunk = [0u8; 16 * 1024];
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
         }
     }
 }
@@ -450,51 +572,102 @@ async fn write<S: AsyncWriteExt + Unpin>(io: &mut S, r: &Response, close: bool) 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
+        413 => "Content Too Large",
         415 => "Unsupported Media Type",
-        500 => "Internal Server Error",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }
 
-/// The member the request authenticates as, if its Basic credentials verify.
-fn authenticate<'a>(shared: &'a Shared, req: &Request) -> Option<&'a TaxiiMember> {
-    let value = req.header("authorization")?;
+fn unauthorised() -> Response {
+    Response::unauthorised(
+        REALM,
+        "this server needs HTTP Basic credentials of a TAXII member",
+    )
+}
+
+/// The member (its index) the request authenticates as; `Ok(Err(response))` when it does not
+/// (401), when its peer failed too often lately (429), or when no PBKDF2 slot came free (503).
+/// A credential that verified lately is taken without PBKDF2, even from a peer that is held
+/// back, so a member behind the same address as an attacker keeps working.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    req: &Request,
+    ip: IpAddr,
+) -> Result<Result<usize, Response>, String> {
+    let Some(value) = req.header("authorization") else {
+        return Ok(Err(unauthorised()));
+    };
     let tag = lock(&shared.verified).tag(value);
     if let Some(&(i, at)) = lock(&shared.verified).seen.get(&tag) {
         if at.elapsed() < VERIFIED_FOR {
-            return shared.members.get(i);
+            return Ok(Ok(i));
         }
     }
-    let member = verify_basic(shared, value)?;
-    let i = shared.members.iter().position(|m| std::ptr::eq(m, member))?;
+    if let Err(wait) = lock(&shared.failures).begin(ip, std::time::Instant::now()) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = Response::error(
+            429,
+            "Too Many Requests",
+            format!(
+                "more than {LOGIN_FAILURES} failed logins from this address within {} s; try again in {secs} s",
+                LOGIN_WINDOW.as_secs()
+            ),
+        );
+        r.headers.push(("Retry-After".into(), secs.to_string()));
+        return Ok(Err(r));
+    }
+    let permit = match tokio::time::timeout(PBKDF2_QUEUE, shared.pbkdf2.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            // Nothing was verified: the attempt is not held against the peer.
+            lock(&shared.failures).forgive(ip);
+            let mut r = Response::error(503, "Service Unavailable", "too many logins at once; try again");
+            r.headers.push(("Retry-After".into(), "1".into()));
+            return Ok(Err(r));
+        }
+    };
+    let (sh, v) = (shared.clone(), value.to_owned());
+    let found = tokio::task::spawn_blocking(move || verify_basic(&sh, &v))
+        .await
+        .map_err(|e| format!("password check: {e}"))?;
+    drop(permit);
+    let Some(i) = found else {
+        return Ok(Err(unauthorised()));
+    };
+    lock(&shared.failures).forgive(ip);
     let mut v = lock(&shared.verified);
     if v.seen.len() >= MAX_VERIFIED {
         v.seen.clear();
     }
     v.seen.insert(tag, (i, std::time::Instant::now()));
-    Some(member)
+    Ok(Ok(i))
 }
 
-/// Checks Basic credentials with PBKDF2 (an unknown name costs the same).
-fn verify_basic<'a>(shared: &'a Shared, value: &str) -> Option<&'a TaxiiMember> {
+/// Checks Basic credentials with PBKDF2 (an unknown name costs the same); the member's index.
+fn verify_basic(shared: &Shared, value: &str) -> Option<usize> {
     let (scheme, cred) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
     let decoded = String::from_utf8(api::base64_decode(cred)?).ok()?;
     let (name, password) = decoded.split_once(':')?;
-    let member = shared.members.iter().find(|m| m.name == name);
+    let index = shared.members.iter().position(|m| m.name == name);
     // An unknown name costs a verification too, so timing does not tell names apart.
-    let stored = member.map_or(DUMMY_HASH, |m| m.password_hash.as_str());
+    let stored = index
+        .and_then(|i| shared.members.get(i))
+        .map_or(DUMMY_HASH, |m| m.password_hash.as_str());
     let ok = verify_password(stored, password);
-    member.filter(|_| ok)
+    index.filter(|_| ok)
 }
 
 const DUMMY_HASH: &str =
@@ -506,30 +679,51 @@ fn unix_now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Answers one GET.
-fn handle(shared: &Shared, req: &Request) -> Response {
-    let Some(member) = authenticate(shared, req) else {
-        return Response::unauthorised(
-            REALM,
-            "this server needs HTTP Basic credentials of a TAXII member",
-        );
+/// What [`handle`] decided.
+enum Step {
+    /// Answer this.
+    Answer(Response),
+    /// A POST to the `contributions` collection of this API root that passed every check
+    /// made before its body is read.
+    Post(String),
+}
+
+/// Answers a request of member `index`, or lets a POST's body be read (see [`Step`]). The
+/// checks run in the specification's order: 406, 404, 403, then for a POST 415 and 413.
+fn handle(shared: &Shared, index: usize, req: &Request, length: usize) -> Step {
+    let Some(member) = shared.members.get(index) else {
+        return Step::Answer(unauthorised());
     };
+    match handle_member(shared, member, req, length) {
+        Ok(step) => step,
+        Err(r) => Step::Answer(r),
+    }
+}
+
+/// The access of `member` to API root `root`.
+fn access(member: &TaxiiMember, root: &str) -> Access {
+    Access {
+        read: member.communities.iter().any(|c| c == root),
+        write: member.contribute.iter().any(|c| c == root),
+    }
+}
+
+fn handle_member(
+    shared: &Shared,
+    member: &TaxiiMember,
+    req: &Request,
+    length: usize,
+) -> Result<Step, Response> {
     if !api::accepts_taxii(req.header("accept")) {
-        return Response::error(
+        return Err(Response::error(
             406,
             "Not Acceptable",
             format!("this server answers only in {}", api::TAXII_MEDIA),
-        );
+        ));
     }
     let Some((route, params)) = api::route(&req.target) else {
-        return Response::error(404, "Not Found", "no such TAXII resource");
+        return Err(Response::error(404, "Not Found", "no such TAXII resource"));
     };
-    let readable: Vec<String> = shared
-        .communities
-        .iter()
-        .filter(|c| member.communities.contains(c))
-        .cloned()
-        .collect();
     let Some(root) = route.root().map(str::to_owned) else {
         let host = req
             .header("host")
@@ -542,34 +736,63 @@ fn handle(shared: &Shared, req: &Request) -> Response {
         if req.method != "GET" {
             let mut r = Response::error(405, "Method Not Allowed", "discovery takes only GET");
             r.headers.push(("Allow".into(), "GET".into()));
-            return r;
+            return Err(r);
         }
         if !params.is_empty() {
-            return Response::error(400, "Bad Request", "discovery takes no query parameters");
+            return Err(Response::error(
+                400,
+                "Bad Request",
+                "discovery takes no query parameters",
+            ));
         }
-        return api::discovery(&format!("https://{host}"), &readable);
+        let roots: Vec<String> = shared
+            .communities
+            .iter()
+            .filter(|c| access(member, c) != Access::default())
+            .cloned()
+            .collect();
+        return Ok(Step::Answer(api::discovery(&format!("https://{host}"), &roots)));
     };
     if !shared.communities.contains(&root) {
-        return Response::error(404, "Not Found", format!("no API root {root:?}"));
+        return Err(Response::error(404, "Not Found", format!("no API root {root:?}")));
     }
-    if !readable.contains(&root) {
-        return Response::error(
+    let access = access(member, &root);
+    if access == Access::default() {
+        return Err(Response::error(
             403,
             "Forbidden",
-            format!("member {:?} may not read API root {root:?}", member.name),
-        );
+            format!("member {:?} may not use API root {root:?}", member.name),
+        ));
     }
-    if let Some(c) = route.collection() {
-        if c != api::collection_id(&root) {
-            return Response::error(
+    let collection = match route.collection() {
+        None => None,
+        Some(c) => Some(Collection::of(&root, c).ok_or_else(|| {
+            Response::error(
                 404,
                 "Not Found",
                 format!("no collection {c:?} in API root {root:?}"),
-            );
-        }
-    }
+            )
+        })?),
+    };
     if req.method == "POST" {
-        return post(req, &route, &root);
+        return post_checks(member, req, &route, &root, collection, access, length);
+    }
+    if let Some(c) = collection {
+        let allowed = match route {
+            Route::Collection(..) => access.can_read(c) || access.can_write(c),
+            _ => access.can_read(c),
+        };
+        if !allowed {
+            return Err(Response::error(
+                403,
+                "Forbidden",
+                format!(
+                    "member {:?} may not read collection {:?} of API root {root:?} (can_read: false)",
+                    member.name,
+                    route.collection().unwrap_or_default()
+                ),
+            ));
+        }
     }
     let allowed: &[&str] = match &route {
         Route::Objects(..) | Route::Manifest(..) => &[
@@ -591,24 +814,17 @@ fn handle(shared: &Shared, req: &Request) -> Response {
         Route::Versions(..) => &["added_after", "limit", "next", "match[spec_version]"],
         _ => &[],
     };
-    let mut filter = match api::filter(&params, allowed) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    match &route {
+    let mut filter = api::filter(&params, allowed)?;
+    Ok(Step::Answer(match &route {
         Route::Discovery => Response::error(404, "Not Found", "no such TAXII resource"),
         Route::ApiRoot(r) => api::api_root(r),
-        Route::Collections(r) => api::collections(r),
+        Route::Collections(r) => api::collections(r, access),
         Route::Collection(r, _) => Response {
             status: 200,
             headers: Vec::new(),
-            body: api::collection(r),
+            body: api::collection(r, collection.unwrap_or(Collection::Sightings), access),
         },
-        Route::Status(_) => Response::error(
-            404,
-            "Not Found",
-            "no such status resource: nothing can be posted here",
-        ),
+        Route::Status(r, id) => status(shared, member, r, id),
         Route::Objects(..) | Route::Manifest(..) | Route::Object(..) | Route::Versions(..) => {
             if let Route::Object(_, _, o) = &route {
                 filter.ids = Some(vec![o.clone()]);
@@ -619,21 +835,43 @@ fn handle(shared: &Shared, req: &Request) -> Response {
             }
             page(shared, member, &route, &root, filter)
         }
-    }
+    }))
 }
 
-/// A POST, after authentication, access to the API root and the collection were checked: only
-/// the objects endpoint takes one, with a TAXII envelope (415 otherwise), and no collection here
-/// can be written (403).
-fn post(req: &Request, route: &Route, root: &str) -> Response {
-    if !matches!(route, Route::Objects(..)) {
+/// A POST, after authentication, access to the API root and the collection's existence were
+/// checked: only a collection's objects endpoint takes one (405), the member must be able to
+/// write the collection (403: only `contributions`, only for `contribute` members), the body
+/// must be a TAXII envelope (415) of at most `max_content_length` bytes (413).
+fn post_checks(
+    member: &TaxiiMember,
+    req: &Request,
+    route: &Route,
+    root: &str,
+    collection: Option<Collection>,
+    access: Access,
+    length: usize,
+) -> Result<Step, Response> {
+    let (Route::Objects(..), Some(c)) = (route, collection) else {
         let mut r = Response::error(
             405,
             "Method Not Allowed",
-            "only the objects endpoint takes a POST",
+            "only a collection's objects endpoint takes a POST",
         );
         r.headers.push(("Allow".into(), "GET".into()));
-        return r;
+        return Err(r);
+    };
+    if !access.can_write(c) {
+        let why = match c {
+            Collection::Sightings => format!(
+                "the sightings collection of API root {root:?} is read-only (can_write: false); \
+                 post to its contributions collection"
+            ),
+            Collection::Contributions => format!(
+                "member {:?} may not contribute to API root {root:?} (can_write: false)",
+                member.name
+            ),
+        };
+        return Err(Response::error(403, "Forbidden", why));
     }
     let ok_type = req.header("content-type").is_some_and(|t| {
         let mut parts = t.split(';').map(str::trim);
@@ -642,19 +880,137 @@ fn post(req: &Request, route: &Route, root: &str) -> Response {
             && parts.any(|p| p.replace(' ', "").eq_ignore_ascii_case("version=2.1"))
     });
     if !ok_type {
-        return Response::error(
+        return Err(Response::error(
             415,
             "Unsupported Media Type",
             format!("a POST to objects must be {}", api::TAXII_MEDIA),
-        );
+        ));
     }
-    Response::error(
-        403,
-        "Forbidden",
-        format!("the collection of API root {root:?} is read-only (can_write: false)"),
-    )
+    if length > MAX_BODY {
+        return Err(Response::error(
+            413,
+            "Content Too Large",
+            format!("the body is {length} bytes; this API root's max_content_length is {MAX_BODY}"),
+        ));
+    }
+    Ok(Step::Post(root.to_owned()))
 }
 
+/// The status resource `id` of API root `root`, if `member` posted it (404 otherwise, whoever
+/// else did).
+fn status(shared: &Shared, member: &TaxiiMember, root: &str, id: &str) -> Response {
+    let found = lock(&shared.store).taxii_status(id, root, &member.name);
+    match found {
+        Ok(Some(body)) => match serde_json::from_str(&body) {
+            Ok(body) => Response {
+                status: 200,
+                headers: Vec::new(),
+                body,
+            },
+            Err(e) => {
+                eprintln!(
+                    "picket-collector: TAXII: status {id} of {root:?}: the stored body is not JSON: {e}"
+                );
+                Response::error(500, "Internal Server Error", "the status could not be read")
+            }
+        },
+        Ok(None) => Response::error(
+            404,
+            "Not Found",
+            format!(
+                "no status resource {id:?} of member {:?} in API root {root:?}",
+                member.name
+            ),
+        ),
+        Err(e) => {
+            eprintln!("picket-collector: TAXII: status {id} of {root:?}: {e}");
+            Response::error(500, "Internal Server Error", "the status could not be read")
+        }
+    }
+}
+
+/// A POST to a `contributions` collection whose checks passed and whose body was read: decodes
+/// the envelope (400), hands its objects to [`crate::share::inbound::accept`], and stores and
+/// answers the status resource (202). A store failure is a 500 and leaves no status.
+fn post_objects(shared: &Shared, index: usize, root: &str, body: &[u8]) -> Response {
+    let Some(member) = shared.members.get(index) else {
+        return unauthorised();
+    };
+    let posted = match api::decode_envelope(body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let failed = |what: String| {
+        eprintln!(
+            "picket-collector: TAXII: member {:?} posting to {root:?}: {what}",
+            member.name
+        );
+        Response::error(
+            500,
+            "Internal Server Error",
+            "the objects could not be stored; nothing is pending, post them again",
+        )
+    };
+    let Some(id) = random_uuid() else {
+        return failed("no randomness for a status id".into());
+    };
+    let objects: Vec<Value> = posted
+        .iter()
+        .filter_map(|p| match p {
+            Posted::Object(o) => Some(o.clone()),
+            Posted::Refused(_) => None,
+        })
+        .collect();
+    let now = unix_now_ms();
+    let mut store = lock(&shared.store);
+    let outcomes = match crate::share::inbound::accept(&mut store, root, &member.name, &objects, now) {
+        Ok(o) => o,
+        Err(e) => return failed(e.to_string()),
+    };
+    if outcomes.len() != objects.len() {
+        return failed(format!(
+            "{} objects were handed in and {} outcomes came back",
+            objects.len(),
+            outcomes.len()
+        ));
+    }
+    let mut outcomes = outcomes.into_iter().zip(&objects);
+    let details: Vec<Result<Detail, Detail>> = posted
+        .iter()
+        .filter_map(|p| match p {
+            Posted::Refused(d) => Some(Err(d.clone())),
+            Posted::Object(_) => outcomes.next().map(|(o, obj)| {
+                let (id, version) = api::id_and_version(obj);
+                let d = Detail {
+                    id: if o.id.is_empty() { id } else { o.id },
+                    version: if o.version.is_empty() { version } else { o.version },
+                    message: o.error.clone(),
+                };
+                if o.error.is_some() {
+                    Err(d)
+                } else {
+                    Ok(d)
+                }
+            }),
+        })
+        .collect();
+    let status = api::status_resource(&id, now, &details);
+    if let Err(e) = store.taxii_status_put(&id, root, &member.name, now, &status.to_string()) {
+        return failed(e.to_string());
+    }
+    Response {
+        status: 202,
+        headers: Vec::new(),
+        body: status,
+    }
+}
+
+/// A random (version 4) UUID; `None` without randomness.
+fn random_uuid() -> Option<String> {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
+    Some(crate::uuid::uuid_text(&b, 4))
+}
 /// Serves one page of objects, manifest entries or versions.
 fn page(shared: &Shared, member: &TaxiiMember, route: &Route, root: &str, filter: Filter) -> Response {
     // The share policy is asked before the lock is taken, so readers do not queue behind the
@@ -691,7 +1047,18 @@ fn page(shared: &Shared, member: &TaxiiMember, route: &Route, root: &str, filter
         };
         (p.rest, p.limit)
     } else {
-        let current = record(&mut state, root, bundle.as_ref().unwrap_or(&Value::Null));
+        let current = match record(
+            &mut state,
+            &shared.store,
+            root,
+            bundle.as_ref().unwrap_or(&Value::Null),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("picket-collector: TAXII: recording what community {root} is served: {e}");
+                return Response::error(500, "Internal Server Error", "the objects could not be recorded");
+            }
+        };
         (api::select(&current, &filter), filter.limit)
     };
     let mut items = items;
@@ -750,58 +1117,112 @@ fn new_token() -> String {
 }
 
 /// Records the objects of `bundle` in the community's history (a version not seen before gets
-/// the next `date_added`) and returns the history of the ids it holds now.
-fn record(state: &mut State, community: &str, bundle: &Value) -> BTreeMap<String, Vec<Version>> {
+/// the next `date_added`; one seen before keeps its own) and returns the history of the ids it
+/// holds now. What is new or changed is written to the store first: when that fails, nothing
+/// is served (and the memory is left as it was), so no `date_added` is ever served that a
+/// restart would change.
+fn record(
+    state: &mut State,
+    store: &Mutex<Store>,
+    community: &str,
+    bundle: &Value,
+) -> Result<BTreeMap<String, Vec<Version>>, CollectorError> {
     let objects = bundle
         .get("objects")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
-    let mut current = BTreeMap::new();
+    let now = unix_now_ms();
+    let mut last = state.last_added;
+    let mut rows: Vec<(Served, Value)> = Vec::new();
+    let mut in_rows: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let known = state.history.get(community);
     for obj in objects {
-        let Some(id) = obj.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        let Some(id) = obj.get("id").and_then(Value::as_str) else {
             continue;
         };
         let version = obj
             .get("modified")
             .or_else(|| obj.get("created"))
             .and_then(Value::as_str)
-            .unwrap_or("1970-01-01T00:00:00.000Z")
-            .to_owned();
-        let added = (unix_now_ms()).max(state.last_added + 1);
-        let hist = state.history.entry(community.to_owned()).or_default();
-        let versions: &mut Vec<Version> = hist.entry(id.clone()).or_default();
-        match versions.iter_mut().find(|v| v.version == version) {
-            Some(v) => v.object = obj,
+            .unwrap_or("1970-01-01T00:00:00.000Z");
+        let before = known
+            .and_then(|h| h.get(id))
+            .and_then(|vs| vs.iter().find(|v| v.version == version));
+        let added = match before {
+            Some(v) if &v.object == obj => continue,
+            // The same id and version twice in one bundle: the first is recorded.
+            _ if !in_rows.insert((id, version)) => continue,
+            Some(v) => v.added,
             None => {
-                state.last_added = added;
-                versions.push(Version {
-                    added,
-                    version,
-                    object: obj,
-                });
+                last = now.max(last + 1);
+                last
+            }
+        };
+        rows.push((
+            Served {
+                community: community.to_owned(),
+                object_id: id.to_owned(),
+                version: version.to_owned(),
+                added_ms: added,
+                body: obj.to_string(),
+            },
+            obj.clone(),
+        ));
+    }
+    if !rows.is_empty() {
+        let served: Vec<Served> = rows.iter().map(|(r, _)| r.clone()).collect();
+        lock(store).taxii_served_put(&served)?;
+    }
+    state.last_added = last;
+    let hist = state.history.entry(community.to_owned()).or_default();
+    for (row, object) in rows {
+        let versions = hist.entry(row.object_id).or_default();
+        match versions.iter_mut().find(|v| v.version == row.version) {
+            Some(v) => v.object = object,
+            None => versions.push(Version {
+                added: row.added_ms,
+                version: row.version,
+                object,
+            }),
+        }
+    }
+    let mut current = BTreeMap::new();
+    for obj in objects {
+        if let Some(id) = obj.get("id").and_then(Value::as_str) {
+            if let Some(versions) = hist.get(id) {
+                current.insert(id.to_owned(), versions.clone());
             }
         }
-        current.insert(id, versions.clone());
     }
-    current
+    Ok(current)
 }
 
 /// The iterations [`add_member`] stretches a password with.
 pub const PASSWORD_ITERATIONS: u32 = 100_000;
 
-/// `member add`: appends a `[[taxii.member]]` to `DIR/picket.toml` for `name`, who may read
-/// `communities`, with `password` salted and stretched. Refuses an empty password, a name
-/// already there, and a community not configured; the file is re-read afterwards, and put
-/// back as it was if it no longer loads.
-pub fn add_member(
-    data: &std::path::Path,
-    name: &str,
-    communities: &[String],
-    password: &str,
-) -> Result<(), CollectorError> {
+/// Who [`add_member`] adds.
+#[derive(Debug, Clone, Default)]
+pub struct NewMember {
+    /// The user name.
+    pub name: String,
+    /// The communities whose `sightings` it may read.
+    pub communities: Vec<String>,
+    /// The communities whose `contributions` it may post to.
+    pub contribute: Vec<String>,
+    /// Its organisation's sector (for `disclosure = "sector"`).
+    pub sector: Option<String>,
+}
+
+/// `member add`: appends a `[[taxii.member]]` to `DIR/picket.toml` for `member`, with
+/// `password` salted and stretched. Refuses an empty password, a name already there, a member
+/// with no community to read or contribute to, a community not configured and a malformed
+/// sector ([`check_members`]); the file is re-read afterwards, and put back as it was if it no
+/// longer loads.
+pub fn add_member(data: &std::path::Path, member: &NewMember, password: &str) -> Result<(), CollectorError> {
     let dir = DataDir::open(data)?;
     let path = dir.config_path();
+    let name = &member.name;
     let refuse = |why: String| CollectorError::Refused(format!("{}: member {name:?}: {why}", path.display()));
     if password.is_empty() {
         return Err(refuse("the password file's first line is empty".into()));
@@ -809,26 +1230,32 @@ pub fn add_member(
     let cfg = dir.config();
     let configured: Vec<String> = cfg.communities.iter().map(|c| c.name.clone()).collect();
     let mut members = cfg.taxii.members.clone();
-    if members.iter().any(|m| m.name == name) {
+    if members.iter().any(|m| &m.name == name) {
         return Err(refuse("already a member".into()));
     }
-    let member = TaxiiMember {
-        name: name.to_owned(),
+    let entry = TaxiiMember {
+        name: name.clone(),
         password_hash: hash_password(password, PASSWORD_ITERATIONS)?,
-        communities: communities.to_vec(),
-        contribute: Vec::new(),
-        sector: None,
+        communities: member.communities.clone(),
+        contribute: member.contribute.clone(),
+        sector: member.sector.clone(),
     };
-    members.push(member.clone());
+    members.push(entry.clone());
     check_members(&members, &configured).map_err(|e| refuse(e.to_string()))?;
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let list: Vec<String> = communities.iter().map(|c| quote(c)).collect();
-    let block = format!(
+    let list = |l: &[String]| l.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let mut block = format!(
         "\n[[taxii.member]]\nname = {}\npassword_hash = {}\ncommunities = [{}]\n",
         quote(name),
-        quote(&member.password_hash),
-        list.join(", ")
+        quote(&entry.password_hash),
+        list(&entry.communities)
     );
+    if !entry.contribute.is_empty() {
+        block.push_str(&format!("contribute = [{}]\n", list(&entry.contribute)));
+    }
+    if let Some(s) = &entry.sector {
+        block.push_str(&format!("sector = {}\n", quote(s)));
+    }
     let before = std::fs::read_to_string(&path).map_err(|e| refuse(format!("reading: {e}")))?;
     std::fs::write(&path, format!("{before}{block}")).map_err(|e| refuse(format!("writing: {e}")))?;
     if let Err(e) = DataDir::open(data) {
@@ -840,7 +1267,8 @@ pub fn add_member(
     Ok(())
 }
 
-/// Locks `m`; a panic while it was held leaves data that is still usable (a cache).
+/// Locks `m`; a panic while it was held leaves data that is still usable (a cache, or a
+/// connection whose transaction was rolled back when it unwound).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
