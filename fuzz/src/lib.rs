@@ -154,6 +154,17 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "compound".to_owned(),
             b"[process:image_ref.name = 'nc' AND process:command_line LIKE '%-e /bin/sh%'] OR [file:name MATCHES '^invoice\\.pdf' OR file:hashes.md5 IN ('44d88612fea8a8f36de82e1278abb02f')] OR [domain-name:value = 'x'] WITHIN 5 SECONDS".to_vec(),
         ),
+        (
+            "taxii_request",
+            "post-head".to_owned(),
+            b"POST /isac/collections/0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70/objects/ HTTP/1.1\r\nHost: collector.example\r\nAuthorization: Basic cGVlcjE6c2VjcmV0\r\nAccept: application/taxii+json;version=2.1\r\nContent-Type: application/taxii+json;version=2.1\r\nContent-Length: 12\r\n\r\n".to_vec(),
+        ),
+        (
+            "taxii_request",
+            "envelope".to_owned(),
+            br#"{"objects": [{"type": "sighting", "id": "sighting--11111111-1111-4111-8111-111111111111", "modified": "2025-01-01T00:00:00Z", "sighting_of_ref": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f"}, 7, {"id": "x"}]}"#.to_vec(),
+        ),
+        ("inbound_objects", "bundle".to_owned(), br#"{"type":"bundle","id":"bundle--5d0092c5-5f74-4287-9642-33f4c354e56d","objects":[{"type":"sighting","spec_version":"2.1","id":"sighting--11111111-1111-4111-8111-111111111111","created":"2025-06-01T00:00:00.000Z","modified":"2025-06-02T00:00:00.5Z","sighting_of_ref":"indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f","count":4,"first_seen":"2025-06-01T00:00:00Z","last_seen":"2025-06-02T00:00:00Z","created_by_ref":"identity--11111111-1111-4111-8111-111111111111"},{"type":"indicator","spec_version":"2.1","id":"indicator--a1111111-1111-4111-8111-111111111111","created":"2025-06-01T00:00:00.000Z","modified":"2025-06-01T00:00:00.000Z","pattern":"[ipv4-addr:value = '198.51.100.7'] OR [file:hashes.'SHA-256' = '275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f']","pattern_type":"stix","valid_from":"2025-06-01T00:00:00Z","object_marking_refs":["marking-definition--e1111111-1111-4111-8111-111111111111"]},{"type":"marking-definition","spec_version":"2.1","id":"marking-definition--e1111111-1111-4111-8111-111111111111","created":"2025-01-01T00:00:00.000Z","definition_type":"tlp","definition":{"tlp":"red"}},{"type":"opinion","spec_version":"2.1","id":"opinion--11111111-1111-4111-8111-111111111111","created":"2025-06-02T00:00:00Z","opinion":"strongly-disagree","object_refs":["indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f"]}]}"#.to_vec()),
         ("sightings", "one".to_owned(), {
             let mut t = picket_agent::sightings::Sightings::new(8);
             t.observe("indicator--a", "sha256", picket_agent::sightings::Observed::File("/tmp/x".into()), 1);

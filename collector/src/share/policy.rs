@@ -121,7 +121,23 @@ impl Community {
         let disclosure = match (c.disclosure.as_str(), &c.sector) {
             ("none", _) => Disclosure::None,
             ("organisation", _) => Disclosure::Organisation,
-            ("sector", Some(s)) if !s.trim().is_empty() => Disclosure::Sector(s.trim().to_owned()),
+            ("sector", Some(s))
+                if !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Disclosure::Sector(s.clone())
+            }
+            ("sector", Some(s)) => {
+                // The same form as a member's sector, so that the two compare as written.
+                return Err(bad(
+                    "sector",
+                    format!(
+                        "{s:?}: lowercase letters, digits and '-' only, at most 64 (as `financial-services`)"
+                    ),
+                ));
+            }
             ("sector", _) => return Err(bad("sector", "disclosure = \"sector\" needs a sector".into())),
             (other, _) => {
                 return Err(bad(
@@ -728,6 +744,11 @@ mod tests {
         assert!(err(&|c| c.tlp_ceiling = "red".into()).contains("tlp_ceiling"));
         assert!(err(&|c| c.tlp_ceiling = "amber+strict".into()).contains("tlp_ceiling"));
         assert!(err(&|c| c.disclosure = "sector".into()).contains("sector"));
+        assert!(err(&|c| {
+            c.disclosure = "sector".into();
+            c.sector = Some("Financial Services".into());
+        })
+        .contains("lowercase letters"));
         assert!(err(&|c| c.disclosure = "everyone".into()).contains("disclosure"));
         assert!(err(&|c| c.count_bands = vec![5, 10]).contains("count_bands"));
         assert!(err(&|c| c.count_bands = vec![1, 10, 10]).contains("count_bands"));
