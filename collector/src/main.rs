@@ -1436,7 +1436,11 @@ fn print_listed(
         print!(
             " [a false positive to {} community account{}]",
             seen.elsewhere.disputed.len(),
-            if seen.elsewhere.disputed.len() == 1 { "" } else { "s" }
+            if seen.elsewhere.disputed.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
     }
     println!();
