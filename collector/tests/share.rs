@@ -154,7 +154,7 @@ fn emitted_bundles_pass_the_oasis_validator_strictly() {
         } else {
             items(&c)
         };
-        let b = bundle(&c, &key, "Example Org", &its, NOW);
+        let b = bundle(&c, &key, "Example Org", &its);
         assert!(b["objects"]
             .as_array()
             .unwrap()
@@ -169,7 +169,7 @@ fn emitted_bundles_pass_the_oasis_validator_strictly() {
         MarkingVersion::Tlp2,
         Tlp::Amber,
     );
-    bundles.push(("empty".into(), bundle(&c, &key, "Example Org", &[], NOW)));
+    bundles.push(("empty".into(), bundle(&c, &key, "Example Org", &[])));
     validate_strictly(&bundles);
 }
 

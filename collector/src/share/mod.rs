@@ -230,7 +230,7 @@ pub fn preview_with(
         ..community
     };
     Ok(Preview {
-        bundle: bundle(&outgoing, &key, &dir.config().org, &out, now),
+        bundle: bundle(&outgoing, &key, &dir.config().org, &out),
         shared: out.len(),
         held,
         sent,

@@ -137,9 +137,9 @@ pub struct Outgoing {
     pub indicator: Option<IndicatorObject>,
 }
 
-/// The bundle `community` receives at `now`. `key` is the community's secret and `org` this
+/// The bundle `community` receives for `items`. `key` is the community's secret and `org` this
 /// organisation's name (used only when the community's disclosure is `organisation`).
-pub fn bundle(community: &Community, key: &[u8; 32], org: &str, items: &[Outgoing], now: i64) -> Value {
+pub fn bundle(community: &Community, key: &[u8; 32], org: &str, items: &[Outgoing]) -> Value {
     let mut markings: BTreeMap<&'static str, Value> = BTreeMap::new();
     let mut identities: Vec<Value> = Vec::new();
     let mut rest: Vec<Value> = Vec::new();
@@ -239,12 +239,25 @@ pub fn bundle(community: &Community, key: &[u8; 32], org: &str, items: &[Outgoin
             rest.push(opinion);
         }
     }
+    let objects: Vec<Value> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        markings.into_values().chain(identities).chain(rest).collect()
+    };
+    // The bundle's id follows from what it holds (each object's id and version), not from the
+    // clock: the same content is the same bundle, whenever it is rendered.
+    let content: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            let field = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("");
+            format!("{} {}", field("id"), field("modified"))
+        })
+        .collect();
     let mut out = json!({
         "type": "bundle",
-        "id": derived_id(key, &community.name, "bundle", now, ""),
+        "id": derived_id(key, &community.name, "bundle", 0, &content.join("\n")),
     });
-    if !rest.is_empty() {
-        let objects: Vec<Value> = markings.into_values().chain(identities).chain(rest).collect();
+    if !objects.is_empty() {
         out["objects"] = Value::Array(objects);
     }
     out
@@ -301,7 +314,6 @@ mod tests {
                 shared,
                 indicator: None,
             }],
-            1000 * H,
         )
     }
 
@@ -339,6 +351,25 @@ mod tests {
             v
         };
         assert_eq!(strip(sighting(&a)), strip(sighting(&b)));
+    }
+
+    #[test]
+    fn a_bundle_s_id_follows_its_content_not_the_clock() {
+        let c = community("isac", Disclosure::None);
+        let key = [7u8; 32];
+        let a = emitted(&c, &key, 3, 10 * H, 11 * H);
+        // Rendered again (a later request, a push after a preview): the same bundle.
+        assert_eq!(a, emitted(&c, &key, 3, 10 * H, 11 * H));
+        // A new version of the sighting is a new bundle.
+        let b = emitted(&c, &key, 30, 10 * H, 12 * H);
+        assert_ne!(a["id"], b["id"]);
+        // Two empty bundles of one community are the same; of two communities, not.
+        let empty = |c: &Community| bundle(c, &key, "Example Org", &[]);
+        assert_eq!(empty(&c), empty(&c));
+        assert_ne!(
+            empty(&c)["id"],
+            empty(&community("peers", Disclosure::None))["id"]
+        );
     }
 
     #[test]
