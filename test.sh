@@ -6,14 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Third-party judges of interop, from PyPI, in a local virtual environment: the reference STIX
-# pattern matcher, the STIX validator, a TAXII 2.1 server and client. Tests find them through
-# PICKET_PYTHON.
+# pattern matcher, the STIX validator, a TAXII 2.1 server and client, Prometheus's text parser.
+# Tests find them through PICKET_PYTHON.
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check \
-    stix2-matcher stix2-validator stix2 taxii2-client medallion
+    stix2-matcher stix2-validator stix2 taxii2-client medallion prometheus-client selenium
 export PICKET_PYTHON="$PWD/.venv/bin/python"
+
+# The dashboard's browser test drives Debian's headless Chromium with its chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins

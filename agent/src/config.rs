@@ -35,6 +35,26 @@ struct Raw {
     /// The collector this agent is enrolled with (written by `picket-agent enroll`).
     #[serde(default)]
     collector: Option<RawCollector>,
+    /// Prometheus metrics (off unless a key here is set).
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+/// The `[metrics]` section as written. Both keys are optional and off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// A file for node_exporter's textfile collector, such as
+    /// `/var/lib/node_exporter/textfile_collector/picket.prom`: an absolute path ending in
+    /// `.prom`, rewritten (a temporary file renamed over it) after each full scan and at least
+    /// every 60 s.
+    #[serde(default)]
+    textfile: Option<PathBuf>,
+    /// A loopback address and port (`127.0.0.1:9464`, `[::1]:9464`) where plain HTTP answers
+    /// `GET /metrics`. Any other address is refused: the metrics are for this host's scraper.
+    /// Port 0 picks a free port; the address bound is logged.
+    #[serde(default)]
+    listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +290,49 @@ pub struct Config {
     pub sightings: SightingsConfig,
     /// The `[collector]` section, when the agent is enrolled.
     pub collector: Option<CollectorConfig>,
+    /// The `[metrics]` section.
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` section, as typed values: where the metrics go, if anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The textfile collector's file, if any.
+    pub textfile: Option<PathBuf>,
+    /// The loopback address `GET /metrics` is served on, if any.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Checks and converts the `[metrics]` section.
+fn metrics_config(m: RawMetrics, origin: &str) -> Result<MetricsConfig, String> {
+    if let Some(p) = &m.textfile {
+        if !p.is_absolute() || p.extension().is_none_or(|e| e != "prom") {
+            return Err(format!(
+                "{origin}: metrics.textfile: {} is not an absolute path ending in .prom (node_exporter reads only those)",
+                p.display()
+            ));
+        }
+    }
+    let listen = match &m.listen {
+        None => None,
+        Some(text) => {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                format!(
+                    "{origin}: metrics.listen: {text:?} is not an address and port such as 127.0.0.1:9464"
+                )
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "{origin}: metrics.listen: {text:?} is not a loopback address (127.0.0.0/8 or ::1); the agent serves metrics to this host only"
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(MetricsConfig {
+        textfile: m.textfile,
+        listen,
+    })
 }
 
 /// The `[collector]` section, as typed values.
@@ -470,6 +533,7 @@ impl Config {
                 Some(c) => Some(collector_config(c, origin)?),
                 None => None,
             },
+            metrics: metrics_config(raw.metrics, origin)?,
         })
     }
 
@@ -516,6 +580,37 @@ mod tests {
         ] {
             let err = Config::parse(text, "/etc/picket/agent.toml").unwrap_err();
             assert!(err.starts_with("/etc/picket/agent.toml: "), "{err}");
+            assert!(err.contains(needle), "{err} should contain {needle}");
+        }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_served_on_loopback_only() {
+        let c = Config::parse("state_dir = \"/s\"\n", "agent.toml").unwrap();
+        assert_eq!(c.metrics, MetricsConfig::default());
+        let c = Config::parse(
+            "state_dir = \"/s\"\n[metrics]\nlisten = \"[::1]:9464\"\ntextfile = \"/var/lib/ne/picket.prom\"\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.listen, Some("[::1]:9464".parse().unwrap()));
+        assert_eq!(c.metrics.textfile, Some(PathBuf::from("/var/lib/ne/picket.prom")));
+        for (text, needle) in [
+            (
+                "listen = \"0.0.0.0:9464\"",
+                "metrics.listen: \"0.0.0.0:9464\" is not a loopback address",
+            ),
+            ("listen = \"10.1.2.3:9464\"", "is not a loopback address"),
+            ("listen = \"localhost:9464\"", "is not an address and port"),
+            (
+                "textfile = \"picket.prom\"",
+                "metrics.textfile: picket.prom is not an absolute path",
+            ),
+            ("textfile = \"/var/lib/ne/picket.txt\"", "ending in .prom"),
+            ("port = 9464", "unknown field `port`"),
+        ] {
+            let err =
+                Config::parse(&format!("state_dir = \"/s\"\n[metrics]\n{text}\n"), "agent.toml").unwrap_err();
             assert!(err.contains(needle), "{err} should contain {needle}");
         }
     }

@@ -31,8 +31,8 @@
 //! filesystems, rescan interval, watching), `[processes]`, `[connections]`,
 //! `limits.cpu_budget` and `[sightings]`; `limits.memory_limit` applies from the next set
 //! loaded (and the link refuses sets over it from then on). Only at the next restart (the value
-//! in force stays, with a warning): `state_dir`, `limits.max_sightings`, `limits.cache_entries`
-//! and `[collector]`. A full scan in progress finishes with the configuration it started with.
+//! in force stays, with a warning): `state_dir`, `limits.max_sightings`, `limits.cache_entries`,
+//! `[collector]` and `[metrics]`. A full scan in progress finishes with the configuration it started with.
 //!
 //! A stored set that cannot be loaded (its index would pass `limits.memory_limit`, or the file
 //! is damaged) stops an agent that is not enrolled, as a missing set does; an enrolled agent
@@ -127,7 +127,7 @@ impl Recorder {
         let ind = match set.indicator(hit.record) {
             Ok(i) => i,
             Err(e) => {
-                eprintln!("picket-agent: warning: record at {} unreadable: {e}", hit.record);
+                tracing::warn!("record at {} unreadable: {e}", hit.record);
                 return;
             }
         };
@@ -198,7 +198,7 @@ impl Recorder {
         match pushed {
             Ok(()) => self.wake.notify_one(),
             Err(e) => {
-                eprintln!("picket-agent: warning: queueing sightings for the collector: {e}");
+                tracing::warn!("queueing sightings for the collector: {e}");
                 // Tried again with the next updates.
                 self.updated.append(&mut wanted);
             }
@@ -208,7 +208,7 @@ impl Recorder {
     fn save(&mut self) {
         match write_atomically(&self.dir, SIGHTINGS_FILE, &self.table.encode()) {
             Ok(()) => self.dirty_since = None,
-            Err(e) => eprintln!("picket-agent: warning: saving sightings: {e}"),
+            Err(e) => tracing::warn!("saving sightings: {e}"),
         }
     }
 
@@ -227,10 +227,7 @@ pub fn load_sightings(dir: &Path, max: usize) -> Sightings {
     let path = dir.join(SIGHTINGS_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Sightings::decode(&bytes, max, SIGHTINGS_CAP).unwrap_or_else(|e| {
-            eprintln!(
-                "picket-agent: warning: {}: {e}; starting a new table",
-                path.display()
-            );
+            tracing::warn!("{}: {e}; starting a new table", path.display());
             Sightings::new(max)
         }),
         Err(_) => Sightings::new(max),
@@ -470,8 +467,8 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
         }
         // Enrolled: the link brings the first set.
         Ok(None) if cfg.collector.is_some() => {
-            eprintln!(
-                "picket-agent: no set installed in {} yet; waiting for one from the collector",
+            tracing::info!(
+                "no set installed in {} yet; waiting for one from the collector",
                 dir.display()
             );
             (None, None)
@@ -481,9 +478,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
         // not stop the agent, or the link could never bring the set that replaces it.
         Err(e) if cfg.collector.is_some() => {
             let message = format!("the installed set is not in force: {e}");
-            eprintln!(
-                "picket-agent: error: {message}; nothing is matched until the collector sends a set that loads"
-            );
+            tracing::error!("{message}; nothing is matched until the collector sends a set that loads");
             set_error = Some(message);
             (None, None)
         }
@@ -491,11 +486,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
     };
     let (cache, discarded) = HashCache::load(&dir.join(CACHE_FILE), cfg.cache_entries)?;
     if let Some(d) = discarded {
-        eprintln!(
-            "picket-agent: warning: hash cache {} discarded: {}",
-            d.path.display(),
-            d.reason
-        );
+        tracing::warn!("hash cache {} discarded: {}", d.path.display(), d.reason);
     }
     let spool = Arc::new(Mutex::new(Spool::open(&dir, cfg.sightings.spool_batches)?));
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -565,6 +556,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
         None => None,
     };
 
+    let mut metrics = crate::metrics::Exporter::start(&config(&shared).metrics, &dir)?;
     let mut poller = Poller::new();
     let mut next_procs = Instant::now();
     let mut next_conns = Instant::now();
@@ -617,7 +609,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
                         } else {
                             format!("the installed set is not in force: {e}")
                         };
-                        eprintln!("picket-agent: error: {message}");
+                        tracing::error!("{message}");
                         *lock(&shared.set_error) = Some(message);
                     }
                 }
@@ -627,6 +619,7 @@ pub fn run(cfg: Config, config_path: &Path, out: Box<dyn Write + Send>) -> Resul
         }
         lock(&shared.recorder).flush(false);
         write_status(&shared, &mut last_status, false);
+        metrics.tick();
         let _held = &daemon_lock;
         if files.is_finished() {
             return Err(AgentError::io(&dir)(io::Error::other(
@@ -657,7 +650,7 @@ fn shut_down(
     last_status: &mut Option<(StatusReport, Instant)>,
 ) {
     let deadline = Instant::now() + STOP_GRACE;
-    eprintln!("picket-agent: stopping");
+    tracing::info!("stopping");
     shared.stop.store(true, Ordering::SeqCst);
     // The link may be waiting for a batch: let it see the stop.
     wake.notify_one();
@@ -671,7 +664,7 @@ fn shut_down(
         let mut cache = lock(&shared.cache);
         if cache.is_dirty() {
             if let Err(e) = cache.save(&cfg.state_dir.join(CACHE_FILE)) {
-                eprintln!("picket-agent: warning: saving the hash cache: {e}");
+                tracing::warn!("saving the hash cache: {e}");
             }
         }
     }
@@ -690,7 +683,7 @@ fn shut_down(
         l.connected = false;
     }
     write_status(shared, last_status, true);
-    eprintln!("picket-agent: stopped");
+    tracing::info!("stopped");
 }
 
 /// SIGHUP: re-reads the configuration file; a bad one is refused and the one in force stays.
@@ -699,7 +692,7 @@ fn reload_config(shared: &Shared, path: &Path) {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("picket-agent: error: {origin}: {e}; the configuration in force stays");
+            tracing::error!("{origin}: {e}; the configuration in force stays");
             return;
         }
     };
@@ -709,7 +702,7 @@ fn reload_config(shared: &Shared, path: &Path) {
     let mut new = match parsed {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("picket-agent: error: {e}; the configuration in force stays");
+            tracing::error!("{e}; the configuration in force stays");
             return;
         }
     };
@@ -731,8 +724,12 @@ fn reload_config(shared: &Shared, path: &Path) {
         kept.push("[collector]");
         new.collector = old.collector.clone();
     }
+    if new.metrics != old.metrics {
+        kept.push("[metrics]");
+        new.metrics = old.metrics.clone();
+    }
     for key in kept {
-        eprintln!("picket-agent: warning: {origin}: {key} changes only at the next restart; the value in force stays");
+        tracing::warn!("{origin}: {key} changes only at the next restart; the value in force stays");
     }
     {
         // Accounts added since are redacted from now on too.
@@ -747,7 +744,7 @@ fn reload_config(shared: &Shared, path: &Path) {
     *lock(&shared.config_hash) = picket_proto::sha256(&text);
     *shared.cfg.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     shared.cfg_version.fetch_add(1, Ordering::SeqCst);
-    eprintln!("picket-agent: configuration reloaded from {origin}");
+    tracing::info!("configuration reloaded from {origin}");
 }
 
 /// What `status.json` says now.
@@ -800,6 +797,7 @@ fn status_report(shared: &Shared, stopped: bool) -> StatusReport {
 /// Writes `status.json` when it changed or `STATUS_EVERY` passed (or `stopped`, always).
 fn write_status(shared: &Shared, last: &mut Option<(StatusReport, Instant)>, stopped: bool) {
     let report = status_report(shared, stopped);
+    crate::metrics::status(&report);
     if let Some((prev, at)) = last {
         let same = StatusReport {
             written: prev.written,
@@ -810,7 +808,7 @@ fn write_status(shared: &Shared, last: &mut Option<(StatusReport, Instant)>, sto
         }
     }
     if let Err(e) = status::write(&config(shared).state_dir, &report) {
-        eprintln!("picket-agent: warning: writing the status file: {e}");
+        tracing::warn!("writing the status file: {e}");
     }
     *last = Some((report, Instant::now()));
 }
@@ -822,23 +820,20 @@ fn state_identity(dir: &Path) -> Option<(u64, u64, i64, i64)> {
 }
 
 fn report_loaded(set: &LoadedSet, trusted: &Trusted) {
-    eprintln!(
-        "picket-agent: set version={} channel={} indicators={} unknown_kinds={} index_bytes={}",
-        set.version,
-        set.channel,
-        set.records_total,
-        set.unknown_kinds,
-        set.index().heap_bytes()
+    tracing::info!(
+        version = set.version,
+        channel = %set.channel,
+        indicators = set.records_total,
+        unknown_kinds = set.unknown_kinds,
+        index_bytes = set.index().heap_bytes(),
+        "set"
     );
     for r in set.index().rejected() {
-        eprintln!(
-            "picket-agent: warning: indicator at record {} not matched: {:?}",
-            r.record, r.reason
-        );
+        tracing::warn!("indicator at record {} not matched: {:?}", r.record, r.reason);
     }
     if let Freshness::Stale { what, expired_at } = trusted.freshness(unix_now()) {
-        eprintln!(
-            "picket-agent: warning: set version {} is stale ({what} expired at {}); matching with it until a fresh one arrives",
+        tracing::warn!(
+            "set version {} is stale ({what} expired at {}); matching with it until a fresh one arrives",
             set.version,
             picket_proto::rfc3339(expired_at)
         );
@@ -868,7 +863,7 @@ impl Report for FileReport<'_> {
 
     fn error(&mut self, path: &Path, err: &io::Error) {
         if err.kind() != io::ErrorKind::NotFound {
-            eprintln!("picket-agent: {}: {err}", path.display());
+            tracing::info!("{}: {err}", path.display());
         }
     }
 
@@ -913,7 +908,7 @@ impl FileSetup {
             match Watcher::start(&cfg.roots, &wopts) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    eprintln!("picket-agent: warning: not watching files ({e}); rescans only");
+                    tracing::warn!("not watching files ({e}); rescans only");
                     None
                 }
             }
@@ -936,8 +931,8 @@ impl FileSetup {
 
 fn file_thread(shared: &Shared) {
     match host::priority::lower_current_thread() {
-        Ok(l) => eprintln!("picket-agent: file thread at low priority: {l:?}"),
-        Err(e) => eprintln!("picket-agent: warning: could not lower the file thread's priority: {e}"),
+        Ok(l) => tracing::info!("file thread at low priority: {l:?}"),
+        Err(e) => tracing::warn!("could not lower the file thread's priority: {e}"),
     }
     let governor = |budget: f64| {
         let mut clock = ThreadClock::open().ok()?;
@@ -973,8 +968,8 @@ fn file_thread(shared: &Shared) {
                 // The old watches go before the new ones are made.
                 setup.watcher = None;
                 setup = FileSetup::new(cfg);
-                eprintln!(
-                    "picket-agent: scanning {} root(s) under the reloaded configuration",
+                tracing::info!(
+                    "scanning {} root(s) under the reloaded configuration",
                     setup.cfg.roots.len()
                 );
                 full_scan_due = Instant::now();
@@ -1005,7 +1000,7 @@ fn file_thread(shared: &Shared) {
             let mut cache = lock(&shared.cache);
             let swept = cache.sweep();
             if let Err(e) = cache.save(&cfg.state_dir.join(CACHE_FILE)) {
-                eprintln!("picket-agent: warning: saving the hash cache: {e}");
+                tracing::warn!("saving the hash cache: {e}");
             }
             drop(cache);
             let took = started.elapsed();
@@ -1015,17 +1010,18 @@ fn file_thread(shared: &Shared) {
                 hashed: stats.hashed,
                 millis: took.as_millis() as u64,
             });
-            eprintln!(
-                "picket-agent: scan done set_version={} files={} hashed={} bytes={} cached={} skipped={} errors={} swept={} seconds={:.1}",
-                set.version,
-                stats.files,
-                stats.hashed,
-                stats.bytes,
-                stats.cached,
-                stats.skipped,
-                stats.errors,
+            crate::metrics::scan_done(took, &stats);
+            tracing::info!(
+                set_version = set.version,
+                files = stats.files,
+                hashed = stats.hashed,
+                bytes = stats.bytes,
+                cached = stats.cached,
+                skipped = stats.skipped,
+                errors = stats.errors,
                 swept,
-                took.as_secs_f64()
+                seconds = %format_args!("{:.1}", took.as_secs_f64()),
+                "scan done"
             );
             last_full_scan = Instant::now();
             full_scan_due = last_full_scan + cfg.rescan_interval;
@@ -1045,20 +1041,18 @@ fn file_thread(shared: &Shared) {
                     };
                     let mut scanner = Scanner::new(set.index(), &setup.opts, Some(&shared.cache));
                     scanner.check_path(&path, &mut report);
+                    crate::metrics::checked(&scanner.stats);
                 }
                 Ok(WatchEvent::Rescan(reason)) => {
-                    eprintln!("picket-agent: file events lost ({reason:?}); rescanning");
+                    tracing::info!("file events lost ({reason:?}); rescanning");
                     full_scan_due = Instant::now();
                 }
                 Ok(WatchEvent::Unwatched { dir, error }) => {
-                    eprintln!(
-                        "picket-agent: warning: {} not watched ({error}); rescans cover it",
-                        dir.display()
-                    );
+                    tracing::warn!("{} not watched ({error}); rescans cover it", dir.display());
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    eprintln!("picket-agent: warning: the file watcher stopped; rescans only");
+                    tracing::warn!("the file watcher stopped; rescans only");
                     setup.watcher = None;
                 }
             },
@@ -1116,7 +1110,7 @@ fn check_connections(shared: &Shared) {
     let sockets = match net::read_sockets() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("picket-agent: warning: reading /proc/net: {e}");
+            tracing::warn!("reading /proc/net: {e}");
             return;
         }
     };

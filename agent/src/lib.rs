@@ -29,6 +29,9 @@
 //!   fetches sets, delivers the spool, sends heartbeats and renews the client certificate.
 //! - [`enroll`]: `picket-agent enroll`, which spends a token and writes a working state
 //!   directory.
+//! - [`metrics`]: Prometheus metrics of the daemon, as a node_exporter textfile or on a
+//!   loopback `GET /metrics` (`[metrics]`, off by default).
+//! - [`logging`]: the daemon's `tracing` events on stderr, as text lines or JSON lines.
 //! - [`daemon`]: `picket-agent run`, which ties them together.
 
 #![forbid(unsafe_code)]
@@ -43,6 +46,8 @@ pub mod host;
 pub mod index;
 pub mod link;
 pub mod loaded;
+pub mod logging;
+pub mod metrics;
 pub mod redact;
 pub mod scan;
 pub mod sightings;

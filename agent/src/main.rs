@@ -33,6 +33,10 @@ const EXIT_HELP: &str = "Exit status: 0 success (for scan: nothing found), 1 sca
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs on stderr look: text (the classic lines) or json (one object a line, for a log
+    /// shipper). PICKET_LOG filters them (e.g. warn; default info).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: picket_agent::logging::Format,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +187,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    picket_agent::logging::init(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -201,16 +201,13 @@ fn remove(path: &Path) -> Result<(), AgentError> {
 fn set_aside(path: &Path, why: &str) {
     let mut bad = path.as_os_str().to_owned();
     bad.push(".bad");
-    eprintln!(
-        "picket-agent: warning: {}: {why}; set aside as {}",
+    tracing::warn!(
+        "{}: {why}; set aside as {}",
         path.display(),
         Path::new(&bad).display()
     );
     if let Err(e) = fs::rename(path, &bad) {
-        eprintln!(
-            "picket-agent: warning: {}: could not set it aside: {e}",
-            path.display()
-        );
+        tracing::warn!("{}: could not set it aside: {e}", path.display());
         let _ = fs::remove_file(path);
     }
 }
@@ -336,8 +333,8 @@ impl Spool {
         let mut bytes = 0;
         for item in items {
             if let Some(why) = refuse(&item) {
-                eprintln!(
-                    "picket-agent: warning: a sighting of {:.64} cannot be reported ({why}); counted as dropped",
+                tracing::warn!(
+                    "a sighting of {:.64} cannot be reported ({why}); counted as dropped",
                     item.indicator
                 );
                 self.dropped += 1;

@@ -25,10 +25,16 @@
 //!   aggregates sightings per indicator.
 //! - [`share`] decides what each community learns about the sightings (TLP, k distinct
 //!   organisations, coarse times, banded counts, a delay, ids unlinkable across communities)
-//!   and writes it as a STIX 2.1 bundle. Pure, under a thin shell for `share preview`.
-//! - [`taxii_server`] is the TAXII 2.1 server `serve --http` runs: one read-only API root per
-//!   community, HTTP Basic members, the objects the share policy lets out. Pure request core
-//!   under a tokio and rustls shell.
+//!   and writes it as a STIX 2.1 bundle (pure, under a thin shell for `share preview`); takes in
+//!   what members post and upstreams give; pushes to and pulls from upstream collections.
+//! - [`taxii_server`] is the TAXII 2.1 server `serve --http` runs: one API root per community
+//!   with a `sightings` collection members read and a `contributions` collection they post to,
+//!   HTTP Basic members, status resources and served history kept across restarts. Pure request
+//!   core under a tokio and rustls shell.
+//! - [`logging`] writes the long-running paths' `tracing` events to stderr, as the classic text
+//!   lines or as JSON lines (`--log-format`).
+//! - [`metrics`] counts what the long-running paths do and renders it for Prometheus; it also
+//!   decides who may read `/metrics` (a bearer token in `DIR/keys/metrics.token`, off without).
 //! - [`export`] packs a set version into a set file, for `export-set` and for the channel.
 //!
 //! Architecture invariant: only the collector holds the online signing keys, and the root
@@ -42,6 +48,8 @@ pub mod datadir;
 pub mod export;
 pub mod fleet;
 pub mod ingest;
+pub mod logging;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod publish;
@@ -54,6 +62,7 @@ pub mod store;
 pub mod taxii;
 pub mod taxii_server;
 pub mod uuid;
+pub mod web;
 
 mod error;
 

@@ -29,6 +29,10 @@ const EXIT_HELP: &str = "Exit status: 0 success, 2 error (the message on stderr 
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs on stderr look: text (the classic lines) or json (one object a line, for a log
+    /// shipper). PICKET_LOG filters them (e.g. warn; default info).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: picket_collector::logging::Format,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +174,9 @@ enum Command {
     /// Members of the TAXII server (`[[taxii.member]]` in picket.toml): `member add`.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Operators of the dashboard (`serve --http`, https://ADDR:PORT/ui/): `operator add`.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Alarms about agents (quiet, sequence-gap, lagging, clone, spool-dropped): the open ones.
     Alarms {
         /// The data directory.
@@ -185,6 +192,21 @@ enum Command {
     /// Sharing sightings with communities (`[[community]]` in picket.toml).
     #[command(subcommand)]
     Share(ShareCommand),
+    /// Prometheus metrics on `serve --http`'s GET /metrics: `metrics token` turns them on.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Subcommand)]
+enum MetricsCommand {
+    /// Write a new bearer token for GET /metrics to DIR/keys/metrics.token (0600, replacing any
+    /// older one) and print it once. Without that file /metrics answers 404; a running `serve`
+    /// takes the new token at the next request.
+    Token {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -398,6 +420,24 @@ enum MemberCommand {
         #[arg(long)]
         sector: Option<String>,
         /// The member's user name.
+        #[arg(long)]
+        name: String,
+        /// A file whose first line is the password (delete it afterwards).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Adds an operator who may log in to the dashboard. The password (the first line of
+    /// --password-file) is stored salted and stretched (PBKDF2-SHA256) in the database, never
+    /// itself. A running `serve` sees the new operator at once.
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The operator's login name.
         #[arg(long)]
         name: String,
         /// A file whose first line is the password (delete it afterwards).
@@ -643,6 +683,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    picket_collector::logging::init(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -1035,6 +1076,20 @@ fn run(cli: Cli) -> Result<()> {
             listen.as_deref(),
             http.as_deref(),
         ),
+        Command::Operator(OperatorCommand::Add {
+            data,
+            name,
+            password_file,
+        }) => {
+            let text = std::fs::read_to_string(&password_file)
+                .with_context(|| format!("reading {}", password_file.display()))?;
+            let password = text.lines().next().unwrap_or("");
+            picket_collector::web::add_operator(&data, &name, password, now())?;
+            println!(
+                "picket-collector: operator {name:?} added; log in at https://<serve --http address>/ui/"
+            );
+            Ok(())
+        }
         Command::Member(MemberCommand::Add {
             data,
             community,
@@ -1072,6 +1127,16 @@ fn run(cli: Cli) -> Result<()> {
             (None, None) => bail!("sightings needs --data DIR"),
         },
         Command::Alarms { data, json, all } => alarms(&data, json, all),
+        Command::Metrics(MetricsCommand::Token { data }) => {
+            let dir = DataDir::open(&data)?;
+            let token = picket_collector::metrics::new_token(&dir)?;
+            eprintln!(
+                "picket-collector: metrics token written to {} (scrape with Authorization: Bearer <token>)",
+                picket_collector::metrics::token_path(&dir).display()
+            );
+            println!("{token}");
+            Ok(())
+        }
         Command::Share(ShareCommand::Preview {
             data,
             community,
@@ -2052,6 +2117,7 @@ fn restamp(
 /// once per `batch` seconds), and re-sign each channel's freshness once half of its timestamp's
 /// lifetime has passed, so agents stay fresh when nothing changes.
 fn serve(data: &Path, batch: u64, listen: Option<&str>, http: Option<&str>) -> Result<()> {
+    picket_collector::metrics::start();
     let dir = DataDir::open(data)?;
     let exposed = dir.readable_root_keys();
     if !exposed.is_empty() {
@@ -2135,10 +2201,11 @@ fn raise_open_files() {
 /// community may receive (so a sighting that clears k goes out in the same round). Failures are
 /// logged with the upstream's name and tried again next round; it never returns.
 fn upstream_loop(data: &Path) {
+    use picket_collector::metrics;
     use picket_collector::share::upstream;
     loop {
         match DataDir::open(data) {
-            Err(e) => eprintln!("picket-collector: error: upstream: {e:#}"),
+            Err(e) => tracing::error!("upstream: {e:#}"),
             Ok(dir) => {
                 let communities: Vec<String> = dir
                     .config()
@@ -2149,16 +2216,20 @@ fn upstream_loop(data: &Path) {
                     .collect();
                 for community in communities {
                     match upstream::pull(&dir, &community, now()) {
-                        Err(e) => eprintln!("picket-collector: error: community={community} pull: {e:#}"),
+                        Err(e) => tracing::error!("community={community} pull: {e:#}"),
                         Ok(reports) => {
                             for r in reports {
                                 match &r.error {
-                                    Some(e) => eprintln!(
-                                        "picket-collector: error: community={community} upstream={} url={} pull: {e}",
-                                        r.upstream, r.url
-                                    ),
-                                    None if r.taken > 0 || !r.refused.is_empty() => println!(
-                                        "picket-collector: community={community} upstream={} pulled={} taken={} refused={}",
+                                    Some(e) => {
+                                        metrics::share_error(&community, &r.upstream);
+                                        tracing::error!(
+                                            "community={community} upstream={} url={} pull: {e}",
+                                            r.upstream,
+                                            r.url
+                                        )
+                                    }
+                                    None if r.taken > 0 || !r.refused.is_empty() => tracing::info!(
+                                        "community={community} upstream={} pulled={} taken={} refused={}",
                                         r.upstream,
                                         r.received,
                                         r.taken,
@@ -2170,25 +2241,36 @@ fn upstream_loop(data: &Path) {
                         }
                     }
                     match upstream::push(&dir, &community, now()) {
-                        Err(e) => eprintln!("picket-collector: error: community={community} push: {e:#}"),
+                        Err(e) => tracing::error!("community={community} push: {e:#}"),
                         Ok(reports) => {
                             for r in reports {
+                                metrics::share_pushed(&community, &r.upstream, r.sent as u64);
+                                if r.error.is_some() || !r.failed.is_empty() {
+                                    metrics::share_error(&community, &r.upstream);
+                                }
                                 if let Some(e) = &r.error {
-                                    eprintln!(
-                                        "picket-collector: error: community={community} upstream={} url={} push: {e}",
-                                        r.upstream, r.url
+                                    tracing::error!(
+                                        "community={community} upstream={} url={} push: {e}",
+                                        r.upstream,
+                                        r.url
                                     );
                                 }
                                 for f in &r.failed {
-                                    eprintln!(
-                                        "picket-collector: error: community={community} upstream={} push: {} {}: {}",
-                                        r.upstream, f.id, f.version, f.reason
+                                    tracing::error!(
+                                        "community={community} upstream={} push: {} {}: {}",
+                                        r.upstream,
+                                        f.id,
+                                        f.version,
+                                        f.reason
                                     );
                                 }
                                 if r.sent > 0 || r.already > 0 {
-                                    println!(
-                                        "picket-collector: community={community} upstream={} sent={} already={} retries={}",
-                                        r.upstream, r.sent, r.already, r.retries
+                                    tracing::info!(
+                                        "community={community} upstream={} sent={} already={} retries={}",
+                                        r.upstream,
+                                        r.sent,
+                                        r.already,
+                                        r.retries
                                     );
                                 }
                             }
@@ -2220,15 +2302,12 @@ fn sync_loop(data: &Path, dir: DataDir, batch: u64) -> Result<()> {
                     println!("{summary}");
                     dirty_since.get_or_insert(now);
                 }
-                Err(e) => eprintln!(
-                    "picket-collector: error: source {}: {e:#}; nothing from it was stored",
-                    src.name
-                ),
+                Err(e) => tracing::error!("source {}: {e:#}; nothing from it was stored", src.name),
             }
         }
         if dirty_since.is_some_and(|t| now - t >= batch as i64) || store.current("default")?.is_none() {
             if let Err(e) = publish_channels(&dir, &mut store, None, None, false, now) {
-                eprintln!("picket-collector: error: publish: {e:#}");
+                tracing::error!("publish: {e:#}");
             }
             dirty_since = None;
         }
@@ -2238,7 +2317,7 @@ fn sync_loop(data: &Path, dir: DataDir, batch: u64) -> Result<()> {
                 let half = (ts.expires - ts.created) / 2;
                 if now >= ts.created + half {
                     if let Err(e) = restamp(&dir, &mut store, name, ch.timestamp_lifetime, now) {
-                        eprintln!("picket-collector: error: timestamp for {name}: {e:#}");
+                        tracing::error!("timestamp for {name}: {e:#}");
                     }
                 }
             }

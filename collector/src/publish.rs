@@ -119,6 +119,7 @@ pub fn publish(
         root,
         stamper,
     )?;
+    crate::metrics::set_published(input.channel);
     Ok(Output {
         snapshot: snapshot_bytes,
         manifest: manifest_env,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use picket_proto::Severity;
 
 use crate::ingest::{self, Batch, Defaults, MAX_INGEST_FILE};
+use crate::metrics::{self, Stage};
 use crate::store::Source;
 use crate::taxii::{self, Credentials, TaxiiSource};
 use crate::CollectorError;
@@ -72,10 +73,18 @@ pub fn pull(src: &Source) -> Result<(Batch, Option<String>), CollectorError> {
     let path = Path::new(&src.location);
     match src.kind.as_str() {
         "list" | "csv" | "stix" | "misp" => {
-            let text = read_text(path)?;
-            Ok((ingest::parse_file(path, &text, &defaults)?, None))
+            let text = read_text(path).inspect_err(|_| metrics::source_error(&src.name, Stage::Pull))?;
+            let batch = ingest::parse_file(path, &text, &defaults)
+                .inspect_err(|_| metrics::source_error(&src.name, Stage::Ingest))?;
+            metrics::source_pulled(&src.name);
+            Ok((batch, None))
         }
-        "misp-feed" => Ok((ingest::parse_feed_dir(path, &defaults)?, None)),
+        "misp-feed" => {
+            let batch = ingest::parse_feed_dir(path, &defaults)
+                .inspect_err(|_| metrics::source_error(&src.name, Stage::Ingest))?;
+            metrics::source_pulled(&src.name);
+            Ok((batch, None))
+        }
         "taxii" => {
             let source = TaxiiSource {
                 credentials: src.username.clone().map(|username| Credentials {
@@ -85,7 +94,9 @@ pub fn pull(src: &Source) -> Result<(Batch, Option<String>), CollectorError> {
                 ca_file: src.ca_file.as_ref().map(PathBuf::from),
                 ..TaxiiSource::new(&src.location, src.collection.clone().unwrap_or_default())
             };
-            let (batch, bookmark) = taxii::pull(&source, src.bookmark.as_deref(), &defaults)?;
+            let (batch, bookmark) = taxii::pull(&source, src.bookmark.as_deref(), &defaults)
+                .inspect_err(|_| metrics::source_error(&src.name, Stage::Pull))?;
+            metrics::source_pulled(&src.name);
             Ok((batch, bookmark))
         }
         other => Err(CollectorError::Refused(format!(

@@ -277,6 +277,18 @@ CREATE TABLE upstream_bookmarks (
     PRIMARY KEY (org, community, upstream)
 );
 "#,
+    // Operators of the dashboard (issue 7): `operator add` writes them, the dashboard's login
+    // reads them. The password is salted and stretched as a TAXII member's is (PBKDF2); login
+    // sessions live in the serving process only.
+    r#"
+CREATE TABLE operators (
+    org           INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created       INTEGER NOT NULL,
+    PRIMARY KEY (org, name)
+);
+"#,
 ];
 
 /// The store.

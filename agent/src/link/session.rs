@@ -93,7 +93,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn log(message: impl std::fmt::Display) {
-    eprintln!("picket-agent: link: {message}");
+    // A message that starts `warning: ` is logged as a warning: `picket-agent: warning: link: ...`.
+    let message = message.to_string();
+    if let Some(rest) = message.strip_prefix("warning: ") {
+        tracing::warn!(target: "picket_agent::link", "link: {rest}");
+    } else {
+        tracing::info!(target: "picket_agent::link", "link: {message}");
+    }
 }
 
 fn stopped(ctx: &LinkContext) -> bool {

@@ -158,10 +158,7 @@ enum Done {
 fn write_group(store: &Store, intake: &Intake, jobs: Vec<Job>) {
     let now = unix_now();
     let fail_all = |jobs: Vec<Job>, why: &dyn std::fmt::Display| {
-        eprintln!(
-            "picket-collector: error: channel: writing {} reports: {why}",
-            jobs.len()
-        );
+        tracing::error!("channel: writing {} reports: {why}", jobs.len());
         for job in jobs {
             if let Job::Report { reply, .. } = job {
                 let _ = reply.send(Err(()));
@@ -176,7 +173,7 @@ fn write_group(store: &Store, intake: &Intake, jobs: Vec<Job>) {
     let mut events: Vec<AlarmEvent> = Vec::new();
     for job in jobs {
         if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-            eprintln!("picket-collector: error: channel: {}", (store.err())(e));
+            tracing::error!("channel: {}", (store.err())(e));
         }
         let result = run_grouped(&tx, intake, job, now);
         match result {
@@ -187,17 +184,13 @@ fn write_group(store: &Store, intake: &Intake, jobs: Vec<Job>) {
             }
             Err((d, e)) => {
                 let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
-                eprintln!("picket-collector: error: channel: {}", (store.err())(e));
+                tracing::error!("channel: {}", (store.err())(e));
                 done.push(d);
             }
         }
     }
     if let Err(e) = tx.commit() {
-        eprintln!(
-            "picket-collector: error: channel: committing {} reports: {}",
-            done.len(),
-            (store.err())(e)
-        );
+        tracing::error!("channel: committing {} reports: {}", done.len(), (store.err())(e));
         for d in done {
             if let Done::Report(reply, _) | Done::Failed(reply) = d {
                 let _ = reply.send(Err(()));
@@ -217,7 +210,7 @@ fn write_group(store: &Store, intake: &Intake, jobs: Vec<Job>) {
         }
     }
     for e in events {
-        eprintln!("{}", e.line());
+        tracing::info!(target: "picket_collector::alarm", "{}", e.line().trim_start_matches("picket-collector: "));
     }
 }
 
@@ -263,7 +256,7 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
             )
             .map_err(|f| {
                 if let EnrolFailure::Internal(e) = &f {
-                    eprintln!("picket-collector: error: channel: enrolment: {e}");
+                    tracing::error!("channel: enrolment: {e}");
                 }
                 f.to_wire()
             });
@@ -278,9 +271,7 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
                 .map_err(|f| match f {
                     EnrolFailure::Refused(w) => w,
                     EnrolFailure::Internal(e) => {
-                        eprintln!(
-                            "picket-collector: error: channel: renewing the certificate of {agent}: {e}"
-                        );
+                        tracing::error!("channel: renewing the certificate of {agent}: {e}");
                         internal("issue a certificate")
                     }
                 });
@@ -289,10 +280,10 @@ fn run_solo(store: &mut Store, ctx: &WriterContext, job: Job) {
         Job::CheckAlarms => match store.check_alarms(now, &ctx.thresholds) {
             Ok(events) => {
                 for e in events {
-                    eprintln!("{}", e.line());
+                    tracing::info!(target: "picket_collector::alarm", "{}", e.line().trim_start_matches("picket-collector: "));
                 }
             }
-            Err(e) => eprintln!("picket-collector: error: channel: checking alarms: {e}"),
+            Err(e) => tracing::error!("channel: checking alarms: {e}"),
         },
         other => write_group(store, &ctx.intake, vec![other]),
     }

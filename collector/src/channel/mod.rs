@@ -263,8 +263,8 @@ impl Server {
         let pki = Arc::new(Pki::load(&dir)?);
         let now = unix_now();
         if pki.server_not_after() - now < 30 * 86_400 {
-            eprintln!(
-                "picket-collector: warning: the agent channel's server certificate expires at {}",
+            tracing::warn!(
+                "the agent channel's server certificate expires at {}",
                 picket_proto::rfc3339(pki.server_not_after())
             );
         }
@@ -366,7 +366,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors, most likely: wait for sessions to end.
-                eprintln!("picket-collector: error: agent channel: accept: {e}");
+                tracing::error!("agent channel: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -374,12 +374,15 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         let accepted = Instant::now();
         // Over any cap, the connection is closed at once, before any TLS work.
         let Some(source) = shared.sources.take(peer.ip()) else {
+            crate::metrics::session_refused();
             continue;
         };
         let Ok(session) = shared.sessions.clone().try_acquire_owned() else {
+            crate::metrics::session_refused();
             continue;
         };
         let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            crate::metrics::session_refused();
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -446,8 +449,8 @@ async fn watch_state(shared: Arc<Shared>, channels: Vec<String>) {
     let mut watchdog = Watchdog::new(s.blind_after, shared.clock());
     let mut failing = false;
     let go_blind = |why: &str| {
-        eprintln!(
-            "picket-collector: error: agent channel: revocations unread for {} s ({why}): closing every agent session and admitting none until they can be read",
+        tracing::error!(
+            "agent channel: revocations unread for {} s ({why}): closing every agent session and admitting none until they can be read",
             s.blind_after.as_secs()
         );
         shared.blind.send_replace(true);
@@ -478,9 +481,7 @@ async fn watch_state(shared: Arc<Shared>, channels: Vec<String>) {
             Ok(s) => s,
             Err(why) => {
                 if !failing {
-                    eprintln!(
-                        "picket-collector: error: agent channel: reading revocations and set versions: {why}"
-                    );
+                    tracing::error!("agent channel: reading revocations and set versions: {why}");
                 }
                 failing = true;
                 if watchdog.unread(shared.clock()) {
@@ -491,9 +492,7 @@ async fn watch_state(shared: Arc<Shared>, channels: Vec<String>) {
         };
         failing = false;
         if watchdog.read(shared.clock()) {
-            eprintln!(
-                "picket-collector: agent channel: revocations readable again; admitting agent sessions"
-            );
+            tracing::info!("agent channel: revocations readable again; admitting agent sessions");
         }
         shared.revoked.send_if_modified(|r| {
             if **r != revoked {

@@ -321,6 +321,7 @@ async fn linger(mut tls: Tls) {
 /// Says `e` (if anything) and closes `tls` lingering: a session ended before it was split.
 async fn close(mut tls: Tls, e: Option<WireError>) {
     if let Some(e) = e {
+        crate::metrics::session_refused();
         if last_words(&mut tls, e).await == End::Cut {
             return;
         }
@@ -406,7 +407,7 @@ pub(crate) async fn run(
     let deadline = accepted + s.hello_timeout;
     let mut tls = match timeout_at(deadline, shared.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        _ => return,
+        _ => return crate::metrics::session_refused(),
     };
     // The handshake is done: its place goes to the next one at once, so that connections past
     // their handshake (enrolling, or saying hello) never keep an agent from reconnecting.
@@ -483,7 +484,7 @@ pub(crate) async fn run(
     let row = match timeout_at(deadline, lookup).await {
         Ok(Ok(row)) => row,
         Ok(Err(e)) => {
-            eprintln!("picket-collector: error: channel: looking up the agent of {peer}: {e}");
+            tracing::error!("channel: looking up the agent of {peer}: {e}");
             return close(tls, Some(db::internal("look the agent up"))).await;
         }
         Err(_) => return close(tls, Some(db::internal("look the agent up in time"))).await,
@@ -638,7 +639,7 @@ async fn precheck(shared: &Shared, request: Enroll, nonce: [u8; 32]) -> Result<E
         Ok((Ok(()), request)) => Ok(request),
         Ok((Err(EnrolFailure::Refused(e)), _)) => Err(e),
         Ok((Err(EnrolFailure::Internal(e)), _)) | Err(e) => {
-            eprintln!("picket-collector: error: channel: checking an enrolment: {e}");
+            tracing::error!("channel: checking an enrolment: {e}");
             Err(db::internal("check the enrolment"))
         }
     }
@@ -655,6 +656,7 @@ async fn agent_session(
     tls: Tls,
     ticket: Ticket,
 ) {
+    let _connected = crate::metrics::session_opened();
     if hello.machine != row.machine {
         let _ = shared
             .db
@@ -1009,6 +1011,7 @@ async fn report(shared: &Shared, agent: &str, batch: Batch) -> Result<Out, WireE
         ));
     }
     let (epoch, seq) = (batch.epoch, batch.seq);
+    let items = batch.items.len() as u64;
     let (reply, answer) = oneshot::channel();
     let job = Job::Report {
         agent: agent.to_owned(),
@@ -1021,18 +1024,30 @@ async fn report(shared: &Shared, agent: &str, batch: Batch) -> Result<Out, WireE
         .await
         .map_err(|_| db::internal("store the report"))?;
     match answer.await {
-        Ok(Ok(BatchOutcome::Stored)) => Ok(Out::msg(&ServerMsg::Ack {
-            epoch,
-            seq,
-            duplicate: false,
-        })),
-        Ok(Ok(BatchOutcome::Duplicate)) => Ok(Out::msg(&ServerMsg::Ack {
-            epoch,
-            seq,
-            duplicate: true,
-        })),
-        Ok(Ok(BatchOutcome::Conflict)) => Ok(Out::msg(&ServerMsg::Conflict { epoch, seq })),
-        Ok(Ok(BatchOutcome::Refused(why))) => Err(error(ErrorCode::BadRequest, why)),
+        Ok(Ok(BatchOutcome::Stored)) => {
+            crate::metrics::batch(crate::metrics::Batch::Stored, items);
+            Ok(Out::msg(&ServerMsg::Ack {
+                epoch,
+                seq,
+                duplicate: false,
+            }))
+        }
+        Ok(Ok(BatchOutcome::Duplicate)) => {
+            crate::metrics::batch(crate::metrics::Batch::Replayed, items);
+            Ok(Out::msg(&ServerMsg::Ack {
+                epoch,
+                seq,
+                duplicate: true,
+            }))
+        }
+        Ok(Ok(BatchOutcome::Conflict)) => {
+            crate::metrics::batch(crate::metrics::Batch::Refused, items);
+            Ok(Out::msg(&ServerMsg::Conflict { epoch, seq }))
+        }
+        Ok(Ok(BatchOutcome::Refused(why))) => {
+            crate::metrics::batch(crate::metrics::Batch::Refused, items);
+            Err(error(ErrorCode::BadRequest, why))
+        }
         Ok(Err(())) | Err(_) => Err(db::internal("store the report")),
     }
 }
@@ -1068,7 +1083,7 @@ async fn fetch(shared: &Arc<Shared>, channel: &str, agent: &str, f: Fetch) -> Re
                         export::set_file(store, &chain, &name, &at2, carry)
                     })
                     .map_err(|e| {
-                        eprintln!("picket-collector: error: channel: building the set file of {name}: {e}");
+                        tracing::error!("channel: building the set file of {name}: {e}");
                         db::internal("build the set file")
                     })
                     .and_then(|file| distribute::set_frame(file.version, file.bytes))

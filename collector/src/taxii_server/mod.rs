@@ -33,7 +33,15 @@
 //! (IPv4 address, IPv6 /64) until it succeeds, and a peer with [`LOGIN_FAILURES`] failures
 //! within [`LOGIN_WINDOW`] is answered 429 with `Retry-After`, without PBKDF2 ([`limiter`]).
 //!
-//! Invariants: every response but a 401 or a 429 needs a member whose password verified
+//! The same listener answers two things that are not TAXII: the operator dashboard (`/`
+//! and everything under `/ui/`, [`crate::web`], which has its own login and sessions) and
+//! `GET /metrics` ([`crate::metrics`], with its bearer token; 404 while metrics are off). No
+//! community may be named after those paths ([`RESERVED_ROOTS`]). Every request served is
+//! counted in [`crate::metrics::http_request`] under a bounded route label. Browsers offer
+//! no Ed25519 signature scheme, so a client that offers none gets the dashboard's ECDSA
+//! certificate ([`crate::web::cert`]); every other client gets the collector's own.
+//!
+//! Invariants: every TAXII response but a 401 or a 429 needs a member whose password verified
 //! (PBKDF2, constant time); a member reads only the communities it is listed for and writes
 //! only those it may contribute to; a `next` token serves only its member, for its collection,
 //! and the member's access is checked again when the token is used; a status resource is
@@ -87,6 +95,9 @@ const BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// long (and [`LINGER_BYTES`]), so the client reads the response instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 * MAX_BODY;
+
+/// Paths of the HTTPS listener that are not TAXII API roots: no community may be named so.
+pub const RESERVED_ROOTS: &[&str] = &["ui", "metrics", "taxii2"];
 
 /// Where the objects of a community come from: its name and the time (unix seconds) in, the
 /// bundle it may receive out. `serve` uses [`crate::share::preview`].
@@ -238,6 +249,10 @@ impl State {
 }
 
 struct Shared {
+    /// The data directory (for `/metrics`).
+    data: std::path::PathBuf,
+    /// The operator dashboard, answering `/` and `/ui/...`.
+    dashboard: crate::web::Dashboard,
     members: Vec<TaxiiMember>,
     communities: Vec<String>,
     source: Source,
@@ -306,6 +321,12 @@ impl Server {
         let communities: Vec<String> = cfg.communities.iter().map(|c| c.name.clone()).collect();
         check_members(&cfg.taxii.members, &communities)
             .map_err(|e| CollectorError::Refused(format!("{}: {e}", dir.config_path().display())))?;
+        if let Some(c) = communities.iter().find(|c| RESERVED_ROOTS.contains(&c.as_str())) {
+            return Err(CollectorError::Refused(format!(
+                "{}: community {c:?}: the HTTPS listener keeps /{c}/ for itself (the dashboard or metrics); rename the community",
+                dir.config_path().display()
+            )));
+        }
         let store = dir.store()?;
         let state = State::load(&store)?;
         let pki = crate::pki::Pki::load(dir)?;
@@ -313,6 +334,13 @@ impl Server {
         // the channel): an HTTPS client without one is not affected.
         let mut tls = (*pki.server_config()?).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Browsers offer no Ed25519: they get the dashboard's ECDSA certificate instead.
+        tls.cert_resolver = crate::web::cert::browser_resolver(
+            dir,
+            tls.cert_resolver.clone(),
+            listen.ip(),
+            unix_now_ms() / 1000,
+        )?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -327,6 +355,8 @@ impl Server {
             .local_addr()
             .map_err(|e| CollectorError::Refused(format!("TAXII server: {listen}: {e}")))?;
         let shared = Arc::new(Shared {
+            data: dir.path().to_owned(),
+            dashboard: crate::web::Dashboard::new(dir.path())?,
             members: cfg.taxii.members.clone(),
             communities,
             verified: Mutex::new(Verified::new()?),
@@ -416,9 +446,11 @@ async fn connection(
             buf.extend_from_slice(&chunk[..n]);
         };
         let head: Vec<u8> = buf.drain(..end + 4).collect();
+        let started = std::time::Instant::now();
         let Some(req) = http::parse_head(&head[..end]) else {
             let r = Response::error(400, "Bad Request", "malformed HTTP request");
             write(&mut tls, &r, true).await?;
+            crate::metrics::http_request("malformed", r.status, started.elapsed().as_secs_f64());
             linger(&mut tls).await;
             return Ok(());
         };
@@ -429,10 +461,34 @@ async fn connection(
             Ok(n) => n,
             Err(why) => {
                 write(&mut tls, &Response::error(400, "Bad Request", why), true).await?;
+                crate::metrics::http_request("malformed", 400, started.elapsed().as_secs_f64());
                 linger(&mut tls).await;
                 return Ok(());
             }
         };
+        if is_local(&req.target) {
+            let Some((reply, route, body_read)) =
+                local(&mut tls, &mut buf, &req, length, peer.ip(), &shared).await?
+            else {
+                return Ok(());
+            };
+            let close = close_asked || (length > 0 && !body_read);
+            write_bytes(
+                &mut tls,
+                reply.status,
+                reply.content_type,
+                &reply.headers,
+                &reply.body,
+                close,
+            )
+            .await?;
+            crate::metrics::http_request(route, reply.status, started.elapsed().as_secs_f64());
+            if close {
+                linger(&mut tls).await;
+                return Ok(());
+            }
+            continue;
+        }
         let (resp, body_read) = if req.method != "GET" && req.method != "POST" {
             let mut r = Response::error(
                 405,
@@ -456,6 +512,11 @@ async fn connection(
         // A body left unread cannot be told from the next request: the connection ends.
         let close = close_asked || (length > 0 && !body_read);
         write(&mut tls, &resp, close).await?;
+        crate::metrics::http_request(
+            taxii_label(&req.target),
+            resp.status,
+            started.elapsed().as_secs_f64(),
+        );
         if close {
             linger(&mut tls).await;
             return Ok(());
@@ -510,6 +571,133 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Some((resp, true)))
 }
 
+/// Whether `target` is answered by this listener itself rather than by the TAXII API: the
+/// dashboard (`/`, `/ui/...`, see [`crate::web`]) and `/metrics`.
+fn is_local(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    path == "/metrics" || crate::web::is_dashboard(target)
+}
+
+/// A bounded metrics label for a TAXII request.
+fn taxii_label(target: &str) -> &'static str {
+    match api::route(target).map(|(r, _)| r) {
+        Some(Route::Discovery) => "taxii_discovery",
+        Some(Route::ApiRoot(..)) => "taxii_api_root",
+        Some(Route::Collections(..)) | Some(Route::Collection(..)) => "taxii_collections",
+        Some(Route::Objects(..)) | Some(Route::Object(..)) => "taxii_objects",
+        Some(Route::Manifest(..)) => "taxii_manifest",
+        Some(Route::Versions(..)) => "taxii_versions",
+        Some(Route::Status(..)) => "taxii_status",
+        None => "taxii_unknown",
+    }
+}
+
+/// Answers a request for [`is_local`] paths: `/metrics` (GET only, with the bearer token of
+/// [`crate::metrics`]; 404 while metrics are off) and the dashboard (GET, and POST of a form of
+/// at most [`crate::web::MAX_FORM`] bytes, refused with 413 before it is read). A login takes
+/// a PBKDF2 slot first, as TAXII logins do. `Some((reply, route label, whether the body was
+/// read))`, or `None` when the client left mid-body.
+async fn local<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    req: &Request,
+    length: usize,
+    ip: IpAddr,
+    shared: &Arc<Shared>,
+) -> Result<Option<(crate::web::Reply, &'static str, bool)>, String> {
+    use crate::web::Reply;
+    let path = req.target.split_once('?').map_or(req.target.as_str(), |(p, _)| p);
+    let route = if path == "/metrics" {
+        "metrics"
+    } else {
+        crate::web::route_label(&req.target)
+    };
+    let refuse =
+        |status: u16, title: &str, why: &str| Some((Reply::problem(status, title, why), route, false));
+    let allowed: &[&str] = if route == "metrics" {
+        &["GET"]
+    } else {
+        &["GET", "POST"]
+    };
+    if !allowed.contains(&req.method.as_str()) {
+        let mut r = Reply::problem(405, "Method not allowed", "this path does not take that method");
+        r.headers.push(("Allow".into(), allowed.join(", ")));
+        return Ok(Some((r, route, false)));
+    }
+    if req.method == "GET" && length > 0 {
+        return Ok(refuse(400, "Bad request", "a GET carries no body"));
+    }
+    if route == "metrics" {
+        let (data, auth) = (
+            shared.data.clone(),
+            req.header("authorization").map(str::to_owned),
+        );
+        let reply = tokio::task::spawn_blocking(move || {
+            let access = match DataDir::open(&data) {
+                Ok(dir) => crate::metrics::access(&dir, auth.as_deref()),
+                Err(e) => {
+                    eprintln!("picket-collector: /metrics: {e}");
+                    crate::metrics::Access::Off
+                }
+            };
+            match access {
+                crate::metrics::Access::Granted => Reply {
+                    status: 200,
+                    content_type: crate::metrics::CONTENT_TYPE,
+                    headers: vec![("Cache-Control".into(), "no-store".into())],
+                    body: crate::metrics::render().into_bytes(),
+                },
+                crate::metrics::Access::Denied => {
+                    let mut r = Reply::problem(401, "Unauthorized", "/metrics needs the bearer token");
+                    r.headers.push((
+                        "WWW-Authenticate".into(),
+                        "Bearer realm=\"picket metrics\"".into(),
+                    ));
+                    r
+                }
+                crate::metrics::Access::Off => Reply::problem(
+                    404,
+                    "Not found",
+                    "metrics are off: `picket-collector metrics token` turns them on",
+                ),
+            }
+        })
+        .await
+        .map_err(|e| format!("/metrics: {e}"))?;
+        return Ok(Some((reply, route, false)));
+    }
+    if length > crate::web::MAX_FORM {
+        return Ok(refuse(413, "Too large", "a dashboard form is at most 16 KiB"));
+    }
+    let body = if length > 0 {
+        match read_body(io, buf, length).await {
+            Some(b) => b,
+            None => return Ok(None),
+        }
+    } else {
+        Vec::new()
+    };
+    let permit = if crate::web::checks_password(req) {
+        match tokio::time::timeout(PBKDF2_QUEUE, shared.pbkdf2.acquire()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                let mut r = Reply::problem(503, "Busy", "too many logins at once; try again");
+                r.headers.push(("Retry-After".into(), "1".into()));
+                return Ok(Some((r, route, true)));
+            }
+        }
+    } else {
+        None
+    };
+    let (sh, rq) = (shared.clone(), req.clone());
+    let reply =
+        tokio::task::spawn_blocking(move || sh.dashboard.handle(&rq, &body, ip, crate::web::Clock::now()))
+            .await
+            .map_err(|e| format!("dashboard: {e}"))?;
+    drop(permit);
+    Ok(Some((reply, route, true)))
+}
+
 /// Reads a body of `length` bytes (at most [`MAX_BODY`], checked by the caller), starting with
 /// what is already in `buf`; `None` if the client stops sending or is too slow.
 async fn read_body<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, length: usize) -> Option<Vec<u8>> {
@@ -543,14 +731,27 @@ async fn linger<S: AsyncRead + Unpin>(io: &mut S) {
 
 async fn write<S: AsyncWriteExt + Unpin>(io: &mut S, r: &Response, close: bool) -> Result<(), String> {
     let body = serde_json::to_vec(&r.body).map_err(|e| format!("encoding a response: {e}"))?;
+    let mut headers = vec![("Cache-Control".to_owned(), "no-store".to_owned())];
+    headers.extend(r.headers.iter().cloned());
+    write_bytes(io, r.status, api::TAXII_MEDIA, &headers, &body, close).await
+}
+
+/// Writes one response: status, `Content-Type`, `Content-Length`, `headers` as given, and
+/// `body`; with `close`, says so and shuts the connection down after it.
+async fn write_bytes<S: AsyncWriteExt + Unpin>(
+    io: &mut S,
+    status: u16,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    close: bool,
+) -> Result<(), String> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
-        r.status,
-        reason(r.status),
-        api::TAXII_MEDIA,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        reason(status),
         body.len()
     );
-    for (k, v) in &r.headers {
+    for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if close {
@@ -558,7 +759,7 @@ async fn write<S: AsyncWriteExt + Unpin>(io: &mut S, r: &Response, close: bool) 
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     io.write_all(&out)
         .await
         .map_err(|e| format!("writing a response: {e}"))?;
@@ -573,6 +774,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         202 => "Accepted",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
