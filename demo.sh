@@ -3,9 +3,12 @@
 # A collector (SQLite) ingests a sample feed, publishes a signed set and serves the agent channel
 # (mutual TLS on loopback). An agent enrols with a one-use token, installs the set and watches a
 # folder. A new indicator published on the collector reaches the agent within seconds; the agent
-# meets a matching file and the collector shows the (redacted) sighting. Last, an attacker's
-# tampered set file is refused. Nothing outside the temporary directory is touched, and nothing
-# needs the network once the crates are fetched.
+# meets a matching file and the collector shows the (redacted) sighting. A peer of the demo
+# community reports the same indicator over TAXII 2.1, so k = 2 organisations have seen it and
+# the community's TAXII collection serves the anonymised sighting. Last, an attacker's tampered
+# set file is refused. Run from a terminal, the collector and the agent then keep running for the
+# dashboard and the TAXII API it prints, until Ctrl-C. Nothing outside the temporary directory is
+# touched, and nothing needs the network once the crates are fetched.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,12 +45,27 @@ FEED
 "$bin/picket-collector" ingest --data collector feed.txt
 "$bin/picket-collector" publish --data collector
 
-step "Collector: serve the agent channel on loopback"
-"$bin/picket-collector" serve --data collector --listen 127.0.0.1:0 > serve.log 2> serve.err &
+step "Collector: a community (k = 2 organisations), a peer member, and a dashboard operator"
+cat >> collector/picket.toml <<'TOML'
+
+[[community]]
+name = "demo-isac"
+k = 2
+time_bucket = "1m"
+TOML
+head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > peer.pw
+head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > operator.pw
+"$bin/picket-collector" member add --data collector --name peer --password-file peer.pw \
+    --community demo-isac --contribute demo-isac
+"$bin/picket-collector" operator add --data collector --name admin --password-file operator.pw
+
+step "Collector: serve the agent channel, and HTTPS (TAXII 2.1 and the dashboard), on loopback"
+"$bin/picket-collector" serve --data collector --listen 127.0.0.1:0 --http 127.0.0.1:0 > serve.log 2> serve.err &
 pids+=($!)
-wait_for "agent channel listening on" serve.log || { cat serve.err >&2; fail "serve did not start"; }
-addr=$(grep -o 'listening on .*' serve.log | head -1 | cut -d' ' -f3)
-echo "listening on $addr"
+wait_for "dashboard on" serve.log || { cat serve.err >&2; fail "serve did not start"; }
+addr=$(grep -o 'agent channel listening on .*' serve.log | head -1 | cut -d' ' -f5)
+https=$(grep -o 'TAXII 2.1 server listening on https://[^/]*' serve.log | head -1 | cut -d/ -f3)
+echo "agent channel on $addr; TAXII 2.1 and the dashboard on https://$https"
 
 step "Collector: a one-use enrolment token (it pins the collector's CA)"
 "$bin/picket-collector" token create --data collector --uses 1 --expires 10m > token
@@ -66,9 +84,16 @@ daemon=$!
 wait_for "scan done" daemon.log || { cat daemon.log >&2; fail "the daemon did not scan"; }
 "$bin/picket-collector" agents list --data collector
 
-step "Collector: a new indicator (the EICAR test file) is published; the agent has it in seconds"
-printf '275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f\n' > eicar.txt
-"$bin/picket-collector" ingest --data collector eicar.txt
+step "Collector: a new indicator (the EICAR test file, STIX, TLP:GREEN) is published; the agent has it in seconds"
+cat > eicar.json <<'STIX'
+{"type": "bundle", "id": "bundle--0b0a6f3e-55a3-4f5c-9d67-2f0e4d1c8a10", "objects": [
+ {"type": "indicator", "spec_version": "2.1", "id": "indicator--e1ca6a11-5e5d-4b6f-8c1a-7e57f11e0001",
+  "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+  "name": "EICAR test file", "pattern_type": "stix", "valid_from": "2026-01-01T00:00:00Z",
+  "pattern": "[file:hashes.'SHA-256' = '275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f']",
+  "object_marking_refs": ["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"]}]}
+STIX
+"$bin/picket-collector" ingest --data collector eicar.json
 start=$(date +%s%N)
 "$bin/picket-collector" publish --data collector
 wait_for "set version=2" daemon.log 200 || { cat daemon.log >&2; fail "the agent did not get set version 2"; }
@@ -86,8 +111,41 @@ done
 [ -s collector-sightings.txt ] || { cat daemon.log serve.err >&2; fail "the sighting did not reach the collector"; }
 echo "collector:"
 cat collector-sightings.txt
-echo "what the agent sends, exactly (no host name, user name or address; a path under a user's home goes as ~/...):"
+echo "what the agent sends, exactly (no host name, user name or address; a path under /home/<user>"
+echo "goes as ~/..., but this demo's folder is in /tmp, so its path goes as it is: [sightings]"
+echo "location = \"name\" or \"none\" in agent.toml sends less):"
 "$bin/picket-agent" sightings --state agent-state --outbound --json
+
+step "Community: a peer reports the same indicator over TAXII; with k = 2 reached, the community sees it"
+python3 - "$https" collector/tls/ca.pem peer.pw <<'PY' > community.txt || { cat serve.err >&2; fail "the TAXII exchange failed"; }
+import base64, json, ssl, sys, urllib.request
+host, ca, pw = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().strip()
+ctx = ssl.create_default_context(cafile=ca)
+auth = "Basic " + base64.b64encode(f"peer:{pw}".encode()).decode()
+media = "application/taxii+json;version=2.1"
+def call(path, body=None):
+    req = urllib.request.Request(f"https://{host}{path}", data=body, method="POST" if body else "GET",
+                                 headers={"Authorization": auth, "Accept": media, "Content-Type": media})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        return json.load(r)
+cols = call("/demo-isac/collections/")["collections"]
+inbox = next(c["id"] for c in cols if c["can_write"])
+feed = next(c["id"] for c in cols if c["can_read"])
+peer = {"objects": [{"type": "sighting", "spec_version": "2.1",
+                     "id": "sighting--6f1c1b1e-2b7a-4d1e-9a55-0c3d2e1f0a99",
+                     "created": "2026-01-02T00:00:00.000Z", "modified": "2026-01-02T00:00:00.000Z",
+                     "sighting_of_ref": "indicator--e1ca6a11-5e5d-4b6f-8c1a-7e57f11e0001", "count": 3}]}
+status = call(f"/demo-isac/collections/{inbox}/objects/", json.dumps(peer).encode())
+print(f"peer posted its sighting: status {status['status']}, {status['success_count']} of {status['total_count']} taken")
+objects = call(f"/demo-isac/collections/{feed}/objects/").get("objects", [])
+for o in objects:
+    if o["type"] == "sighting":
+        print(f"the community now reads: sighting of {o['sighting_of_ref']}, count {o['count']}, "
+              f"{o['first_seen']} .. {o['last_seen']}, {o['object_marking_refs'][0]}")
+PY
+cat community.txt
+grep -q "the community now reads: sighting of indicator--e1ca6a11" community.txt || fail "the community did not get the sighting"
+echo "(no host, user, path or address in it: the agent never sent them, and the policy shares counts in bands and times in buckets)"
 
 step "Agent: SIGTERM stops the daemon cleanly"
 kill -TERM "$daemon"
@@ -107,5 +165,17 @@ rc=$?
 set -e
 echo "import-set exit status: $rc (2 = refused)"
 [ "$rc" -eq 2 ] || fail "a tampered set was accepted"
+
+if [ -t 0 ] && [ -t 1 ] && [ -z "${PICKET_DEMO_EXIT:-}" ]; then
+    step "Still running, for you to look around (Ctrl-C stops everything and removes $work)"
+    "$bin/picket-agent" run --config agent-state/agent.toml > /dev/null 2> daemon2.log &
+    pids+=($!)
+    echo "dashboard:  https://$https/ui/   user admin, password $(cat operator.pw)"
+    echo "            (your browser gets $work/collector/tls/https.pem: accept or pin it)"
+    echo "TAXII 2.1:  https://$https/taxii2/   user peer, password $(cat peer.pw), CA $work/collector/tls/ca.pem"
+    echo "drop another EICAR copy into $work/home/alice/ and watch the count move"
+    trap 'echo; exit 0' INT
+    wait "${pids[0]}"
+fi
 
 step "Done: the demo's files were in $work and are removed on exit"

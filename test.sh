@@ -35,7 +35,10 @@ cargo build --release --bins
 cargo run --release -p picket-bench -- --quick all
 
 # The README's other command: the demo must run end to end and detect what it plants.
-./demo.sh > /dev/null
+# Bounded in time; it must show the detection at the collector and the community's sighting.
+timeout 600 ./demo.sh > target/demo.log 2>&1 || { cat target/demo.log; echo "the demo failed" >&2; exit 1; }
+grep -q "^indicator--e1ca6a11-5e5d-4b6f-8c1a-7e57f11e0001 hosts=1" target/demo.log || { cat target/demo.log; exit 1; }
+grep -q "the community now reads: sighting of indicator--e1ca6a11" target/demo.log || { cat target/demo.log; exit 1; }
 bash packaging/test.sh --no-build   # the .deb packages and systemd units, from the release build above
 
 # A few seconds per fuzz target: proves each builds and survives its seed corpus.

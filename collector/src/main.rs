@@ -2149,6 +2149,10 @@ fn serve(data: &Path, batch: u64, listen: Option<&str>, http: Option<&str>) -> R
                 "picket-collector: TAXII 2.1 server listening on https://{}/taxii2/",
                 t.local_addr()
             );
+            println!(
+                "picket-collector: dashboard on https://{}/ui/ (operators: `operator add`)",
+                t.local_addr()
+            );
             Some(t)
         }
         None => None,
