@@ -40,6 +40,8 @@ mod time;
 mod token;
 mod verify;
 mod view;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod wire;
 pub mod x509;
 
