@@ -905,7 +905,17 @@ impl FileSetup {
                 one_filesystem: !cfg.cross_filesystems,
                 ..watch::Options::default()
             };
-            match Watcher::start(&cfg.roots, &wopts) {
+            // A root that does not exist (yet) is left to the rescans, and the others are
+            // still watched: one missing root must not turn file events off for all of them.
+            let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) =
+                cfg.roots.iter().cloned().partition(|r| r.exists());
+            for root in &missing {
+                tracing::warn!(
+                    "scan root {} does not exist: not watched (rescans look for it; SIGHUP to watch it once it exists)",
+                    root.display()
+                );
+            }
+            match Watcher::start(&present, &wopts) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!("not watching files ({e}); rescans only");

@@ -90,6 +90,43 @@ fn the_daemon_finds_a_new_file_within_seconds_and_follows_set_updates() {
     assert!(old["count"].as_u64().unwrap() >= 2, "seen by both scans: {old}");
 }
 
+/// Regression (noticed while packaging): one scan root that did not exist turned file events
+/// off for every root, leaving the daemon to its rescans. The others are watched now.
+#[test]
+fn a_missing_scan_root_leaves_the_others_watched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = tmp.path().join("watched");
+    fs::create_dir_all(&watched).unwrap();
+    let missing = tmp.path().join("not-mounted-yet");
+    let state = tmp.path().join("state");
+    let mut signer = SetSigner::new(tmp.path());
+    let v1 = signer.write("v1.pkt", &[eicar_indicator()]);
+    import_ok(&state, &signer.anchor(), &v1);
+    let config = tmp.path().join("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n[scan]\nroots = [{watched:?}, {missing:?}]\nrescan_interval = \"1h\"\n[processes]\nenabled = false\n[connections]\nenabled = false\n",
+            state = s(&state),
+            watched = s(&watched),
+            missing = s(&missing)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&config);
+    let warned = wait_line(&d.stderr, "does not exist: not watched", Duration::from_secs(30));
+    assert!(warned.contains("not-mounted-yet"), "{warned}");
+    wait_line(&d.stderr, "scan done", Duration::from_secs(30));
+    let written = Instant::now();
+    fs::write(watched.join("dropper.exe"), EICAR).unwrap();
+    wait_line(&d.stdout, "dropper.exe", Duration::from_secs(10));
+    let found_in = written.elapsed();
+    assert!(
+        found_in < Duration::from_secs(5),
+        "found after {found_in:?}: not by a file event"
+    );
+}
+
 #[test]
 fn a_second_daemon_on_the_same_state_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
