@@ -34,14 +34,14 @@ mod envelope;
 mod error;
 mod indicator;
 mod keys;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod set;
 mod setfile;
 mod time;
 mod token;
 mod verify;
 mod view;
-#[cfg(feature = "logging")]
-pub mod logging;
 pub mod wire;
 pub mod x509;
 
