@@ -16,10 +16,19 @@
 //!    `Trusted::update` from the trust anchor, as the agent would install them.
 //! 5. Sightings: min(N, 200) sessions send numbered batches of 1 000 distinct sightings, each
 //!    keeping one batch in flight, until the total is acknowledged; the rate runs from the first
-//!    send to the last `Ack`. `picket-collector sightings --json` must then account for every
+//!    send to the last `Ack`, and is sustained over the whole phase (500 000 sightings in the
+//!    full run). `picket-collector sightings --json` must then account for every
 //!    count sent. The baseline inserts the same rows, batch by batch in the same order, straight
 //!    into a fresh collector database with one transaction per batch (WAL, `synchronous=FULL`,
 //!    the collector's own upsert), in this process.
+//!
+//! Throughout, `serve`'s CPU time (utime + stime from `/proc/PID/stat`) is read at each phase's
+//! start and end, and reported per agent (enrolment, connecting, an idle minute, publish) and
+//! per 1 000 sightings, with the whole run's total per agent (`channel-cpu`).
+//!
+//! Sizes: 10 000 agents by default, `--quick` 1 000 (with 50 000 sightings, under a minute on
+//! two cores, which is what CI runs), `--agents N` for another count. The open-file limit of
+//! this process is raised to its hard limit (the collector raises its own).
 //!
 //! Invariant: nothing outlives the run. The `serve` child is killed when its guard drops, every
 //! wait on a child, a session or a phase has a deadline, and the runtime (with any session still
@@ -83,12 +92,16 @@ const COMMAND: Duration = Duration::from_secs(300);
 
 const MIB: f64 = (1 << 20) as f64;
 
-/// Runs the benchmark with `agents` simulated agents (default 1 000; `quick`: 50 agents and
-/// 20 000 sightings instead of 500 000).
+/// How long the sessions are left idle to measure what idle sessions cost in CPU.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Runs the benchmark with `agents` simulated agents (default 10 000; `quick`: 1 000 agents
+/// and 50 000 sightings instead of 500 000).
 pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
-    let n = agents.unwrap_or(if quick { 50 } else { 1_000 });
+    let n = agents.unwrap_or(if quick { 1_000 } else { 10_000 });
     ensure!(n >= VERIFIED, "--agents must be at least {VERIFIED}");
-    let total_sightings: usize = if quick { 20_000 } else { 500_000 };
+    let total_sightings: usize = if quick { 50_000 } else { 500_000 };
+    let run_started = Instant::now();
     let bin = crate::built_bin("picket-collector")?;
     let fds = raise_nofile()?;
     ensure!(
@@ -99,7 +112,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
     let mut rng = Rng(51);
 
     // 1. Set-up.
-    let data = init(&bin, tmp.path(), "data")?;
+    let data = init(&bin, tmp.path(), "data", n)?;
     let list = tmp.path().join("v1.txt");
     write_hashes(&list, SET_INDICATORS, &mut rng)?;
     collector(&bin, "ingest", &data, &[list.as_os_str()])?;
@@ -123,6 +136,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
         .build()
         .context("starting the agents' runtime")?;
     let rss_start = serve.settled_rss()?;
+    let cpu_start = serve.cpu()?;
 
     // 2. Enrolment, then N sessions holding version 1.
     let started = Instant::now();
@@ -144,7 +158,9 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
     }))?;
     let enrol_secs = started.elapsed().as_secs_f64();
     serve.check_alive()?;
+    let cpu_enrolled = serve.cpu()?;
     let rss_enrolled = serve.settled_rss()?;
+    let cpu_before_connect = serve.cpu()?;
 
     let started = Instant::now();
     let connected = rt.block_on(phase("connecting", {
@@ -159,6 +175,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
         })
     }))?;
     let connect_secs = started.elapsed().as_secs_f64();
+    let cpu_connected = serve.cpu()?;
     let now = unix_now();
     let limits = Limits::default();
     let mut agents = Vec::with_capacity(n);
@@ -204,8 +221,13 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
         None,
     );
 
-    // 3. Memory with every session open and idle.
+    // 3. Memory with every session open and idle, and the CPU idle sessions cost.
+    let cpu_idle_start = serve.cpu()?;
+    let idle_started = Instant::now();
+    std::thread::sleep(IDLE);
     let rss_connected = serve.settled_rss()?;
+    let idle_secs = idle_started.elapsed().as_secs_f64();
+    let cpu_idle = serve.cpu()? - cpu_idle_start;
     let per_agent = |base: u64| (rss_connected as f64 - base as f64) / n as f64 / 1024.0;
     report(
         "channel-memory",
@@ -233,6 +255,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
             rt.spawn(await_version(a, 2, timestamp_v1, keep))
         })
         .collect();
+    let cpu_publish_start = serve.cpu()?;
     let t0 = Instant::now();
     let published = collector(&bin, "publish", &data, &[OsStr::new("--force")])?;
     let publish_secs = t0.elapsed().as_secs_f64();
@@ -284,6 +307,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
         }
         agents.push(a.agent);
     }
+    let cpu_publish = serve.cpu()? - cpu_publish_start;
     let (told, got) = (Latencies::of(told), Latencies::of(got));
     report(
         "channel-publish",
@@ -317,6 +341,7 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
             (a, batches)
         })
         .collect();
+    let cpu_sightings_start = serve.cpu()?;
     let start = Instant::now();
     let handles: Vec<_> = work
         .into_iter()
@@ -333,6 +358,9 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
     let secs = last_ack.saturating_duration_since(start).as_secs_f64();
     let throttled: u64 = reported.iter().map(|r| r.throttled).sum();
     let channel_rate = plan.sightings() as f64 / secs;
+    let cpu_sightings = serve.cpu()? - cpu_sightings_start;
+    let cpu_total = serve.cpu()? - cpu_start;
+    let run_secs = run_started.elapsed().as_secs_f64();
     // Close every session before reading the result.
     rt.block_on(async move {
         let sessions: Vec<Agent> = reported.into_iter().map(|r| r.agent).chain(idle).collect();
@@ -347,8 +375,30 @@ pub fn run(agents: Option<usize>, quick: bool) -> Result<()> {
         plan.count_sum()
     );
     drop(serve);
+    let per = |cpu: f64| cpu * 1e3 / n as f64;
+    report(
+        "channel-cpu",
+        &format!(
+            "serve CPU (utime + stime) per agent: enrolment {:.2} ms, connecting and fetching version 1 {:.2} ms, \
+             publish to all {:.3} ms, idle {:.3} ms per agent-minute ({:.2} s over {idle_secs:.1} s for {n} sessions); \
+             sightings {:.1} ms per 1 000 ({:.2} s for {}, {:.0} sightings per CPU-second); the whole run {:.2} s of CPU, \
+             {:.2} ms per agent, in {run_secs:.1} s wall",
+            per(cpu_enrolled - cpu_start),
+            per(cpu_connected - cpu_before_connect),
+            per(cpu_publish),
+            per(cpu_idle) * 60.0 / idle_secs,
+            cpu_idle,
+            cpu_sightings * 1e6 / plan.sightings() as f64,
+            cpu_sightings,
+            plan.sightings(),
+            plan.sightings() as f64 / cpu_sightings.max(1e-9),
+            cpu_total,
+            per(cpu_total),
+        ),
+        None,
+    );
 
-    let base_data = init(&bin, tmp.path(), "baseline")?;
+    let base_data = init(&bin, tmp.path(), "baseline", n)?;
     let base_secs = baseline(&base_data.join("picket.db"), &plan)?;
     let base_rate = plan.sightings() as f64 / base_secs;
     report(
@@ -817,7 +867,7 @@ fn sightings_total(bin: &Path, data: &Path) -> Result<(u64, usize)> {
 
 /// Raises this process's soft limit on open files to the hard limit (children inherit it) and
 /// returns the soft limit now in force.
-fn raise_nofile() -> Result<u64> {
+pub(crate) fn raise_nofile() -> Result<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (lim.current, lim.maximum) {
@@ -837,12 +887,13 @@ fn raise_nofile() -> Result<u64> {
 
 /// What a finished child wrote.
 #[derive(Debug)]
-struct Output {
-    stdout: String,
+pub(crate) struct Output {
+    /// Its standard output.
+    pub stdout: String,
 }
 
 /// Reads a pipe to its end on a thread of its own.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+pub(crate) fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut p) = pipe {
@@ -855,13 +906,13 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
 
 /// Runs `picket-collector SUB --data DATA ARGS...` to its end (killed after [`COMMAND`]); a
 /// failure exit is an error carrying its stderr.
-fn collector(bin: &Path, sub: &str, data: &Path, args: &[&OsStr]) -> Result<Output> {
+pub(crate) fn collector(bin: &Path, sub: &str, data: &Path, args: &[&OsStr]) -> Result<Output> {
     let mut cmd = Command::new(bin);
     cmd.args(sub.split(' ')).arg("--data").arg(data).args(args);
     run_child(&mut cmd, &format!("picket-collector {sub}"))
 }
 
-fn run_child(cmd: &mut Command, what: &str) -> Result<Output> {
+pub(crate) fn run_child(cmd: &mut Command, what: &str) -> Result<Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -913,7 +964,7 @@ fn expect(stdout: &str, want: &str, what: &str) -> Result<()> {
 
 /// A fresh data directory `dir/name`, its root private key removed (as an operator moves it
 /// offline: `serve` refuses to start while it can read one).
-fn init(bin: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn init(bin: &Path, dir: &Path, name: &str, agents: usize) -> Result<PathBuf> {
     let data = dir.join(name);
     let mut cmd = Command::new(bin);
     cmd.arg("init").arg("--data").arg(&data).args(["--org", "bench"]);
@@ -924,7 +975,10 @@ fn init(bin: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     let config = data.join("picket.toml");
     let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
     let mut raised = text.clone();
+    // Every session at once, with room for the enrolments and the bench's own checks.
+    let sessions = (agents + 256).max(10_000).to_string();
     for (key, value) in [
+        ("max_sessions", sessions.as_str()),
         ("max_handshakes_per_ip", "4096"),
         ("max_enrolling", "1024"),
         ("enrolments_per_second", "100000"),
@@ -943,7 +997,7 @@ fn init(bin: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// Writes `n` random SHA-256 digests, one a line.
-fn write_hashes(path: &Path, n: usize, rng: &mut Rng) -> Result<()> {
+pub(crate) fn write_hashes(path: &Path, n: usize, rng: &mut Rng) -> Result<()> {
     let mut w = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     for _ in 0..n {
         writeln!(w, "{}", hex::encode(rng.bytes(32)))?;
@@ -955,7 +1009,7 @@ fn write_hashes(path: &Path, n: usize, rng: &mut Rng) -> Result<()> {
 }
 
 /// A field of `/proc/PID/status` in bytes (`VmRSS:  1234 kB`).
-fn status_bytes(pid: u32, field: &str) -> Result<u64> {
+pub(crate) fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_status(&text, field).with_context(|| format!("no {field} in {path}"))
@@ -971,6 +1025,21 @@ fn parse_status(text: &str, field: &str) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// Clock ticks per second in `/proc/PID/stat` (`USER_HZ`, 100 on every Linux the kernel ABI
+/// allows user space to see).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime in seconds from the text of `/proc/PID/stat`.
+fn parse_cpu(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: fields are counted
+    // from the last `)`. utime and stime are fields 14 and 15, so the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// `picket-collector serve` on a loopback port; killed when dropped.
@@ -1062,6 +1131,14 @@ impl Serve {
         Ok(())
     }
 
+    /// CPU seconds (user and system) `serve` has used so far.
+    fn cpu(&mut self) -> Result<f64> {
+        self.check_alive()?;
+        let path = format!("/proc/{}/stat", self.child.id());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        parse_cpu(&text).with_context(|| format!("no utime and stime in {path}: {text:?}"))
+    }
+
     /// `VmRSS` once it has settled: three readings 200 ms apart within 1 % (or after 10 s).
     fn settled_rss(&mut self) -> Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1114,6 +1191,13 @@ mod tests {
         assert_eq!(parse_status(text, "VmHWM"), Some(20 << 20));
         assert_eq!(parse_status(text, "VmSwap"), None);
         assert_eq!(parse_status("VmRSSX: 1 kB\n", "VmRSS"), None);
+    }
+
+    #[test]
+    fn cpu_seconds_from_proc_stat() {
+        let stat = "4242 (picket (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0 12345 0";
+        assert_eq!(parse_cpu(stat), Some(3.25));
+        assert_eq!(parse_cpu("4242 (x) S 1 2"), None);
     }
 
     #[test]

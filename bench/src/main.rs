@@ -17,6 +17,7 @@ mod hash;
 mod ingest;
 mod rescan;
 mod rss;
+mod taxii;
 
 use std::path::PathBuf;
 
@@ -59,11 +60,18 @@ enum Bench {
     Ingest,
     /// The live channel: `picket-collector serve` against many simulated agents speaking the
     /// real protocol: publish latency to every connected agent, collector memory per session,
-    /// and the sightings ingest rate against direct SQLite inserts.
+    /// the sightings ingest rate against direct SQLite inserts, and its CPU per agent.
     Channel {
-        /// How many agents (default 1 000; `--quick`: 50).
+        /// How many agents (default 10 000; `--quick`: 1 000).
         #[arg(long)]
         agents: Option<usize>,
+    },
+    /// TAXII 2.1 read throughput: full paged reads of the same STIX sightings from
+    /// `picket-collector serve --http` and from medallion (PyPI), one client for both.
+    Taxii {
+        /// How many sightings are served (default 1 000; `--quick`: 300).
+        #[arg(long)]
+        objects: Option<usize>,
     },
     /// Every benchmark.
     All,
@@ -82,6 +90,7 @@ fn main() -> Result<()> {
         Bench::Clamav => clamav::run(quick),
         Bench::Ingest => ingest::run(quick),
         Bench::Channel { agents } => channel::run(agents, quick),
+        Bench::Taxii { objects } => taxii::run(objects, quick),
         Bench::All => {
             hash::run(quick)?;
             delta::run(quick)?;
@@ -93,7 +102,8 @@ fn main() -> Result<()> {
             rss::run(quick)?;
             budget::run(quick)?;
             ingest::run(quick)?;
-            channel::run(None, quick)
+            channel::run(None, quick)?;
+            taxii::run(None, quick)
         }
     }
 }

@@ -1,6 +1,15 @@
 //! The agent channel under abuse, with the real `picket-collector serve` on loopback: clients
-//! without an enrolled key, batches that try to pass as another agent's or are replayed,
-//! oversized frames, clients that never finish their hello, and an agent that floods.
+//! without an enrolled key, batches that try to pass as another agent's or are replayed (10 000
+//! forged, replayed and spoofed reports in one test, counts compared exactly before and after),
+//! oversized frames, clients that never finish their hello, slow clients (a byte a second, on
+//! the hello and on a frame's body), and an agent that floods while others fetch and report.
+//! One organisation's many agents count once towards a community's k, and their count leaves
+//! banded (`share preview --json`).
+//!
+//! The channel carries no compressed content (a frame is a length and one postcard message), so
+//! there is no decompression bomb to defuse; what such a bomb amounts to here, a large claimed
+//! length, is refused from the header when over the cap and never allocated up front when
+//! within it.
 //!
 //! The agents are simulated: they enrol through the real protocol with tokens from
 //! `token create`, and speak through the agent's own client (`picket_agent::link`), or through
@@ -83,6 +92,12 @@ impl Serve {
     /// Inits a collector, sets the `[channel]` keys given (values in TOML syntax), publishes a
     /// first set and starts `serve --listen 127.0.0.1:0`.
     fn start(channel: &[(&str, &str)]) -> Serve {
+        Serve::start_with(channel, "")
+    }
+
+    /// [`Serve::start`], with `extra` (TOML tables, `[[community]]` say) appended to the
+    /// configuration.
+    fn start_with(channel: &[(&str, &str)], extra: &str) -> Serve {
         let c = Collector::init();
         let toml = c.data.join("picket.toml");
         let mut text = fs::read_to_string(&toml).unwrap();
@@ -95,6 +110,7 @@ impl Serve {
                 .to_owned();
             text = text.replace(&line, &format!("{prefix}{value}"));
         }
+        text.push_str(extra);
         fs::write(&toml, text).unwrap();
         fs::rename(c.root_key(), c.tmp.path().join("offline.key")).unwrap();
         let mut first: Vec<String> = NAMED.iter().map(|n| named_hash(n)).collect();
@@ -462,6 +478,39 @@ fn fetch_loop(mut session: Session, stop: Arc<AtomicBool>) -> tokio::task::JoinH
         let mut took = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             took.push(timed_fetch(&mut session).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        took
+    })
+}
+
+/// An enrolled agent reporting one new sighting of `indicator` (a location of its own each
+/// time) and waiting for its acknowledgement, in a loop until `stop`; returns each
+/// acknowledgement's latency.
+fn report_loop(
+    mut session: Session,
+    stop: Arc<AtomicBool>,
+    indicator: String,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let mut took = Vec::new();
+        let mut seq = 0;
+        while !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            let location = format!("/calm/{seq}");
+            let start = Instant::now();
+            session
+                .send(&report(9, seq, vec![sighting(&indicator, Some(&location), 1)]))
+                .await
+                .unwrap();
+            match session.recv().await.unwrap() {
+                ServerMsg::Ack {
+                    epoch: 9,
+                    seq: s,
+                    duplicate: false,
+                } if s == seq => took.push(start.elapsed()),
+                other => panic!("report {seq} was answered {other:?}"),
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         took
@@ -931,14 +980,21 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     // The shipped limits: 50 messages a second in bursts of 200, per agent; 20 refusals in a
     // row, each ignored, close the session.
     let serve = Serve::start(&[]);
-    let token = serve.token(2);
+    let token = serve.token(3);
     let flooder = Arc::new(Agent::enrol(&serve, &token, "flooder").await);
     let other = Agent::enrol(&serve, &token, "other").await;
+    let reporter = Agent::enrol(&serve, &token, "reporter").await;
     let mut quiet = other.session(&serve.addr).await;
     let before = serve.rss();
     let peak = PeakRss::start(serve.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let fetches = fetch_loop(other.session(&serve.addr).await, stop.clone());
+    // A third agent reports sightings throughout, each waiting for its acknowledgement.
+    let reports = report_loop(
+        reporter.session(&serve.addr).await,
+        stop.clone(),
+        serve.id("calm"),
+    );
 
     // One session: its burst goes through, then it is told to wait, ignores it, and is cut off.
     let target = serve.id("flood");
@@ -970,6 +1026,7 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     let flooding = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let fetched = timeout(ANSWER, fetches).await.unwrap().unwrap();
+    let reported = timeout(ANSWER, reports).await.unwrap().unwrap();
     let peak = peak.finish();
     let after = serve.rss();
     let all: Vec<&Flood> = std::iter::once(&first).chain(&later).collect();
@@ -978,7 +1035,7 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     let told = all.iter().filter(|f| f.closing.is_some()).count();
     let (hosts, count) = serve.sightings()["flood"];
     eprintln!(
-        "flood: the first session cut off after {:.2}s ({} of {} reports acknowledged, then {} RateLimited and {:?}); {} sessions in all over {:.2}s, {told} told why they were cut off: {acked} of {sent} reports acknowledged, {count} counted; the other agent: {} fetches meanwhile, slowest {:?}; serve RSS {:.1} MiB before, peak {:.1}, after {:.1}",
+        "flood: the first session cut off after {:.2}s ({} of {} reports acknowledged, then {} RateLimited and {:?}); {} sessions in all over {:.2}s, {told} told why they were cut off: {acked} of {sent} reports acknowledged, {count} counted; the other agent: {} fetches meanwhile, slowest {:?}; a third: {} reports acknowledged meanwhile, slowest {:?}; serve RSS {:.1} MiB before, peak {:.1}, after {:.1}",
         cut_off.as_secs_f64(),
         first.acked,
         first.sent,
@@ -988,6 +1045,8 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
         flooding.as_secs_f64(),
         fetched.len(),
         max(&fetched),
+        reported.len(),
+        max(&reported),
         mib(before),
         mib(peak),
         mib(after),
@@ -1008,7 +1067,7 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
     // Only what was acknowledged is counted, all of it, and only under the flooder.
     assert_eq!(hosts, 1);
     assert_eq!(count, acked);
-    let rows = serve.rows();
+    let rows: Vec<_> = serve.rows().into_iter().filter(|r| r.1 == "flood").collect();
     assert_eq!(rows.len() as u64, count);
     assert!(rows.iter().all(|r| r.0 == flooder.id), "{rows:?}");
     // The other agent was served promptly throughout, and still is: its budget is its own.
@@ -1028,10 +1087,439 @@ async fn a_flooding_agent_is_throttled_then_closed_while_another_is_served_promp
         }
     );
     assert!(start.elapsed() < Duration::from_secs(1));
+    // The reporter's sightings were acknowledged promptly while the flood ran, and every one
+    // is counted, under its own name: one location each, plus the quiet session's one.
+    assert!(reported.len() > 20, "{}", reported.len());
+    assert!(max(&reported) < Duration::from_secs(1), "{reported:?}");
+    assert_eq!(
+        serve.sightings()["calm"],
+        (2, reported.len() as u64 + 1),
+        "the reporter's {} acknowledged reports and the quiet session's one",
+        reported.len()
+    );
     let alarms = serve.json_lines(&["alarms"]);
     assert!(
         alarms.iter().all(|a| a["agent"] != other.id.as_str()),
         "{alarms:?}"
     );
     assert!(peak < before + (32 << 20), "RSS grew from {before} to {peak}");
+}
+
+/// Sends every message of `msgs` on `session` without waiting, while reading one answer for
+/// each; returns the answers in order.
+async fn pipelined(session: Session, msgs: Vec<ClientMsg>) -> Vec<ServerMsg> {
+    let (mut rd, mut wr) = session.into_split();
+    let n = msgs.len();
+    let sender = tokio::spawn(async move {
+        for m in msgs {
+            wr.send(&m).await.unwrap();
+        }
+        wr
+    });
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = timeout(ANSWER, rd.header()).await.unwrap().unwrap();
+        got.push(rd.body(len).await.unwrap());
+    }
+    drop(timeout(ANSWER, sender).await.unwrap().unwrap());
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_forged_replayed_and_spoofed_reports_change_no_count() {
+    // The rate limits are not what this test is about: they are raised so that the attempts
+    // arrive as fast as the collector takes them (the flood test covers the limits).
+    let serve = Serve::start(&[
+        ("messages_per_second", "1000000"),
+        ("message_burst", "1000000"),
+        ("max_sessions_per_agent", "64"),
+        ("max_handshakes_per_ip", "1000"),
+    ]);
+    let token = serve.token(2);
+    let a = Arc::new(Agent::enrol(&serve, &token, "victim-a").await);
+    let b = Agent::enrol(&serve, &token, "victim-b").await;
+    // Each agent's ten real batches, acknowledged and counted.
+    let batch_of = |who: &str, seq: u64, count: u64| {
+        let name = if who == "a" { "ind-a" } else { "ind-b" };
+        report(
+            7,
+            seq,
+            vec![sighting(&serve.id(name), Some(&format!("/{who}/{seq}")), count)],
+        )
+    };
+    let real_a: Vec<ClientMsg> = (1..=10).map(|seq| batch_of("a", seq, 2)).collect();
+    let real_b: Vec<ClientMsg> = (1..=10).map(|seq| batch_of("b", seq, 3)).collect();
+    let ack = |seq, duplicate| ServerMsg::Ack {
+        epoch: 7,
+        seq,
+        duplicate,
+    };
+    let answers = pipelined(a.session(&serve.addr).await, real_a.clone()).await;
+    assert_eq!(answers, (1..=10).map(|s| ack(s, false)).collect::<Vec<_>>());
+    let answers = pipelined(b.session(&serve.addr).await, real_b.clone()).await;
+    assert_eq!(answers, (1..=10).map(|s| ack(s, false)).collect::<Vec<_>>());
+    let want = BTreeMap::from([("ind-a".to_owned(), (1, 20)), ("ind-b".to_owned(), (1, 30))]);
+    assert_eq!(serve.sightings(), want);
+    let mut rows = serve.rows();
+    rows.sort();
+    let mut attempts = 0usize;
+
+    // 1. 4 000 replays of A's acknowledged batches: each a duplicate, nothing counted again.
+    let replays: Vec<ClientMsg> = (0..4_000).map(|i| real_a[i % 10].clone()).collect();
+    let answers = pipelined(a.session(&serve.addr).await, replays).await;
+    for (i, got) in answers.iter().enumerate() {
+        assert_eq!(got, &ack(1 + (i % 10) as u64, true), "replay {i}");
+    }
+    attempts += answers.len();
+
+    // 2. 2 000 batches under numbers A already used, carrying B's sightings with inflated
+    // counts (a restored or forged spool): each a conflict, nothing stored.
+    let forged: Vec<ClientMsg> = (0..2_000)
+        .map(|i| {
+            let seq = 1 + (i % 10) as u64;
+            report(
+                7,
+                seq,
+                vec![sighting(
+                    &serve.id("ind-b"),
+                    Some(&format!("/b/{seq}")),
+                    1_000_000,
+                )],
+            )
+        })
+        .collect();
+    let answers = pipelined(a.session(&serve.addr).await, forged).await;
+    for (i, got) in answers.iter().enumerate() {
+        assert_eq!(
+            got,
+            &ServerMsg::Conflict {
+                epoch: 7,
+                seq: 1 + (i % 10) as u64
+            },
+            "forged batch {i}"
+        );
+    }
+    attempts += answers.len();
+
+    // 3. 2 000 replays from A's key in sessions whose hello claims B's machine: still A's
+    // batches (the certificate decides who speaks), still duplicates.
+    let spoofed = link::connect(&serve.addr, HOST, a.config.clone(), b.machine);
+    let spoofed = timeout(ANSWER, spoofed).await.unwrap().unwrap();
+    assert_eq!(spoofed.welcome().agent.as_deref(), Some(a.id.as_str()));
+    let replays: Vec<ClientMsg> = (0..2_000).map(|i| real_a[i % 10].clone()).collect();
+    let answers = pipelined(spoofed, replays).await;
+    for (i, got) in answers.iter().enumerate() {
+        assert_eq!(got, &ack(1 + (i % 10) as u64, true), "spoofed-machine replay {i}");
+    }
+    attempts += answers.len();
+
+    // 4. 500 reports naming B's agent id where the indicator goes (it names no indicator):
+    // each refused whole, its session closed.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..500u64 {
+        let (a, addr, target) = (a.clone(), serve.addr.clone(), b.id.clone());
+        set.spawn(async move {
+            let mut s = a.session(&addr).await;
+            s.send(&report(8, i + 1, vec![sighting(&target, Some("/b/1"), 5)]))
+                .await
+                .unwrap();
+            refused(&mut s, ErrorCode::BadRequest).await;
+        });
+        if set.len() >= 16 {
+            set.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    attempts += 500;
+
+    // 5. 1 500 of B's real batches sent without a client certificate (so with no key): each
+    // refused as unauthenticated, the connection closed.
+    let anonymous = serve.anonymous();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..1_500usize {
+        let (addr, config, msg) = (serve.addr.clone(), anonymous.clone(), real_b[i % 10].clone());
+        set.spawn(async move {
+            let connect = link::connect(&addr, HOST, config, [7; 32]);
+            let mut s = timeout(ANSWER, connect).await.unwrap().unwrap();
+            assert_eq!(s.welcome().agent, None);
+            s.set_read_timeout(ANSWER);
+            s.send(&msg).await.unwrap();
+            refused(&mut s, ErrorCode::Unauthenticated).await;
+        });
+        if set.len() >= 16 {
+            set.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    attempts += 1_500;
+
+    assert_eq!(attempts, 10_000);
+    assert_eq!(
+        serve.sightings(),
+        want,
+        "after {attempts} forged, replayed and spoofed reports"
+    );
+    let mut after = serve.rows();
+    after.sort();
+    assert_eq!(after, rows);
+    assert!(
+        after.iter().all(|r| (r.0 == a.id) == (r.1 == "ind-a")),
+        "{after:?}"
+    );
+    // The spoofed hello was noticed, and against A, whose key spoke: B is not blamed.
+    let alarms = serve.json_lines(&["alarms"]);
+    assert!(alarms.iter().all(|x| x["agent"] != b.id.as_str()), "{alarms:?}");
+    eprintln!(
+        "forged: {attempts} attempts (4 000 replays, 2 000 conflicting batches, 2 000 replays under another machine's hello, 500 foreign indicator ids, 1 500 without a key): counts unchanged {want:?}; alarms {}",
+        alarms.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_organisations_many_agents_count_once_towards_k_and_share_a_banded_count() {
+    let serve = Serve::start_with(
+        &[("max_handshakes_per_ip", "1000")],
+        "\n[[community]]\nname = \"isac\"\nk = 2\n",
+    );
+    let token = serve.token(20);
+    let target = serve.id("ind-a");
+    // 20 agents of this organisation each see the indicator 7 times: 140 in all.
+    for i in 0..20 {
+        let agent = Agent::enrol(&serve, &token, &format!("fleet-{i}")).await;
+        let mut s = agent.session(&serve.addr).await;
+        s.send(&report(
+            1,
+            1,
+            vec![sighting(&target, Some(&format!("/srv/{i}")), 7)],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            s.recv().await.unwrap(),
+            ServerMsg::Ack {
+                epoch: 1,
+                seq: 1,
+                duplicate: false
+            }
+        );
+    }
+    assert_eq!(serve.sightings()["ind-a"], (20, 140));
+    let preview = || {
+        let out = picket_e2e::run(
+            "picket-collector",
+            &[
+                "share",
+                "preview",
+                "--data",
+                serve.c.data(),
+                "--community",
+                "isac",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let bundle: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sightings: Vec<serde_json::Value> = bundle["objects"]
+            .as_array()
+            .map(|o| o.iter().filter(|o| o["type"] == "sighting").cloned().collect())
+            .unwrap_or_default();
+        (sightings, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Twenty agents are one organisation: below k = 2, nothing is shared.
+    let (shared, said) = preview();
+    assert!(shared.is_empty(), "{shared:?}");
+    assert!(
+        said.contains(&format!(
+            "held {target}: below-k (seen by 1 organisation (this one included), below k = 2)"
+        )),
+        "{said}"
+    );
+    // Another organisation (a member account of the community) sights it once, under the id
+    // the community knows it by: k is met.
+    let dir = picket_collector::datadir::DataDir::open(&serve.c.data).unwrap();
+    let now = picket_e2e::unix_now();
+    let probe = BTreeMap::from([(
+        target.clone(),
+        vec![picket_collector::share::OrgSighting {
+            org: "probe".into(),
+            count: 1,
+        }],
+    )]);
+    let known = picket_collector::share::preview_with(&dir, "isac", &probe, now)
+        .unwrap()
+        .bundle["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "indicator")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = picket_proto::rfc3339(now / 3600 * 3600 - 7_200);
+    let theirs = serde_json::json!({
+        "type": "sighting", "spec_version": "2.1",
+        "id": "sighting--0b0e3856-95f3-4c04-a882-116832996d3f",
+        "created": seen, "modified": seen,
+        "sighting_of_ref": known, "count": 1,
+        "first_seen": seen, "last_seen": seen,
+    });
+    let mut store = dir.store().unwrap();
+    let taken = picket_collector::share::inbound::accept(&mut store, "isac", "bank-b", &[theirs], now * 1000)
+        .unwrap();
+    assert!(taken.iter().all(|o| o.error.is_none()), "{taken:?}");
+    drop(store);
+    let (shared, said) = preview();
+    assert_eq!(shared.len(), 1, "{said}");
+    let s = &shared[0];
+    assert_eq!(s["sighting_of_ref"], known.as_str());
+    // The organisation's 140 go out as the floor of their band (1, 10, 100, 1000): 100. Not
+    // 140, not twenty sightings of 7, and not 141 with the other organisation's.
+    assert_eq!(s["count"], 100, "{s}");
+    eprintln!("k: 20 agents of one organisation held back below k = 2; with one more organisation: {s}");
+}
+
+/// Opens a connection (authenticated with `config` and welcomed, when `hello_first` gives a
+/// machine, or anonymous) and trickles `bytes` into it, one every `every`; returns how long
+/// after the first trickled byte's connection was ready (accept for an anonymous one, the
+/// welcome for an authenticated one) the collector closed it (panics past `limit`).
+async fn trickle(
+    addr: String,
+    config: Arc<ClientConfig>,
+    hello_first: Option<[u8; 32]>,
+    at_once: Vec<u8>,
+    bytes: Vec<u8>,
+    every: Duration,
+    limit: Duration,
+) -> Duration {
+    let mut opened = Instant::now();
+    let mut raw = Raw::connect(&addr, config).await;
+    if let Some(machine) = hello_first {
+        raw.send(&hello(machine)).await;
+        match raw.recv().await {
+            Some(ServerMsg::Welcome(_)) => {}
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        opened = Instant::now();
+    }
+    if !at_once.is_empty() {
+        raw.write(&at_once).await;
+    }
+    let mut k = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            opened.elapsed() < limit,
+            "a slow client was still connected after {limit:?}"
+        );
+        if k < bytes.len() {
+            if raw.tls.write_all(&bytes[k..=k]).await.is_err() || raw.tls.flush().await.is_err() {
+                return opened.elapsed();
+            }
+            k += 1;
+        }
+        // Whatever the collector says (an error frame, then the end) is read until it closes.
+        match timeout(every, raw.tls.read(&mut buf)).await {
+            Err(_) | Ok(Ok(1..)) => {}
+            Ok(Ok(0) | Err(_)) => return opened.elapsed(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_closed_at_their_deadlines_and_a_claimed_length_is_not_allocated() {
+    // The channel carries no compressed content: a frame is a 4-byte length and one postcard
+    // message, so there is nothing to inflate. What a "bomb" can do is claim a length; a
+    // claim over the cap is refused from the header (the oversized-frames test), and a claim at
+    // the cap is read as its bytes arrive, never allocated up front: this test holds 200 of
+    // them open at once.
+    let serve = Serve::start(&[
+        ("hello_timeout", "\"2s\""),
+        ("read_timeout", "\"3s\""),
+        ("max_handshakes", "1000"),
+        ("max_handshakes_per_ip", "1000"),
+        ("max_enrolling", "1000"),
+        ("max_sessions_per_agent", "400"),
+    ]);
+    let token = serve.token(2);
+    let slow = Agent::enrol(&serve, &token, "slow").await;
+    let bystander = Agent::enrol(&serve, &token, "bystander").await;
+    for _ in 0..5 {
+        let mut s = slow.session(&serve.addr).await;
+        timed_fetch(&mut s).await;
+    }
+    let before = serve.rss();
+    let peak = PeakRss::start(serve.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let fetches = fetch_loop(bystander.session(&serve.addr).await, stop.clone());
+    let every = Duration::from_secs(1);
+    let mut held = tokio::task::JoinSet::new();
+    // 200 enrolled sessions announce a frame of exactly the cap (1 MiB) and send its body a
+    // byte a second: read_timeout (3 s) bounds the whole body.
+    let claim = (MAX_CLIENT_FRAME as u32).to_be_bytes().to_vec();
+    for _ in 0..200 {
+        let (addr, config) = (serve.addr.clone(), slow.config.clone());
+        let (machine, claim) = (slow.machine, claim.clone());
+        let limit = Duration::from_secs(10);
+        held.spawn(async move {
+            (
+                "body",
+                trickle(addr, config, Some(machine), claim, vec![0; 16], every, limit).await,
+            )
+        });
+    }
+    // 100 anonymous ones send their hello a byte a second: hello_timeout (2 s from accept)
+    // bounds it.
+    let hello_bytes = wire::encode_frame(&hello([9; 32]));
+    for _ in 0..100 {
+        let bytes = hello_bytes.clone();
+        let (addr, config) = (serve.addr.clone(), serve.anonymous());
+        let limit = Duration::from_secs(10);
+        held.spawn(async move {
+            (
+                "hello",
+                trickle(addr, config, None, Vec::new(), bytes, every, limit).await,
+            )
+        });
+    }
+    let mut body = Vec::new();
+    let mut hellos = Vec::new();
+    while let Some(done) = held.join_next().await {
+        let (kind, took) = done.unwrap();
+        if kind == "body" {
+            body.push(took);
+        } else {
+            hellos.push(took);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let fetched = timeout(ANSWER, fetches).await.unwrap().unwrap();
+    let peak = peak.finish();
+    let after = serve.rss();
+    eprintln!(
+        "slow clients: 200 one-MiB frames trickled a byte a second closed {:.2}s to {:.2}s after their header (read_timeout 3s), 100 hellos trickled closed {:.2}s to {:.2}s after connecting (hello_timeout 2s); bystander: {} fetches, slowest {:?}; serve RSS {:.1} MiB before, peak {:.1}, after {:.1}",
+        body.iter().min().unwrap().as_secs_f64(),
+        max(&body).as_secs_f64(),
+        hellos.iter().min().unwrap().as_secs_f64(),
+        max(&hellos).as_secs_f64(),
+        fetched.len(),
+        max(&fetched),
+        mib(before),
+        mib(peak),
+        mib(after),
+    );
+    assert_eq!((body.len(), hellos.len()), (200, 100));
+    assert!(max(&body) < Duration::from_secs(5), "{:?}", max(&body));
+    assert!(*body.iter().min().unwrap() >= Duration::from_millis(2_900));
+    assert!(max(&hellos) < Duration::from_secs(5), "{:?}", max(&hellos));
+    assert!(*hellos.iter().min().unwrap() >= Duration::from_millis(1_900));
+    // 200 claims of 1 MiB each would be 200 MiB if allocated on the claim.
+    assert!(peak < before + (32 << 20), "RSS grew from {before} to {peak}");
+    assert!(!fetched.is_empty());
+    assert!(max(&fetched) < Duration::from_secs(1), "{fetched:?}");
+    assert_eq!(serve.sightings(), BTreeMap::new());
 }

@@ -89,6 +89,12 @@ const LOGIN_PEERS: usize = 4096;
 const PBKDF2_QUEUE: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = api::MAX_CONTENT_LENGTH;
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// A request head must arrive whole within this, counted from when the server starts waiting
+/// for it (so a keep-alive connection idle this long is closed too): a client sending a byte
+/// now and then cannot hold a connection.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(20);
+/// The most connections served at once; one more is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 2048;
 /// The whole body of a request must arrive within this.
 const BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// After a response that closes the connection, input is read and dropped for at most this
@@ -366,10 +372,16 @@ impl Server {
             failures: Mutex::new(limiter::Failures::new(LOGIN_FAILURES, LOGIN_WINDOW, LOGIN_PEERS)),
             pbkdf2: tokio::sync::Semaphore::new(PBKDF2_AT_ONCE),
         });
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         runtime.spawn(async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Full: closed at once, before any TLS work.
+                    drop(tcp);
                     continue;
                 };
                 let acceptor = acceptor.clone();
@@ -378,6 +390,7 @@ impl Server {
                     if let Err(e) = connection(acceptor, tcp, peer, shared).await {
                         eprintln!("picket-collector: TAXII {peer}: {e}");
                     }
+                    drop(slot);
                 });
             }
         });
@@ -421,6 +434,7 @@ async fn connection(
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let mut buf = Vec::new();
     loop {
+        let head_deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
         let end = loop {
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p;
@@ -436,7 +450,11 @@ async fn connection(
                 return Ok(());
             }
             let mut chunk = [0u8; 4096];
-            let n = match tokio::time::timeout(READ_TIMEOUT, tls.read(&mut chunk)).await {
+            let left = head_deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let n = match tokio::time::timeout(READ_TIMEOUT.min(left), tls.read(&mut chunk)).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(_)) | Err(_) => return Ok(()),
             };
