@@ -33,6 +33,7 @@ if ! command -v clamscan >/dev/null 2>&1; then
 fi
 cargo build --release --bins
 cargo run --release -p picket-bench -- --quick all
+bash soak/run.sh --smoke   # fault injection, 20 kills a loop (the full soak: bash soak/run.sh)
 
 # The README's other command: the demo must run end to end and detect what it plants.
 # Bounded in time; it must show the detection at the collector and the community's sighting.
