@@ -402,7 +402,13 @@ impl Config {
     /// Reads and checks the file.
     pub fn load(path: &Path) -> Result<Config, CollectorError> {
         let text = std::fs::read_to_string(path).map_err(CollectorError::io(path))?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| CollectorError::Config {
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a configuration file without touching the file system;
+    /// `path` only names the file in errors. [`Config::load`] is this after reading the file.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, CollectorError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| CollectorError::Config {
             path: path.to_owned(),
             problem: e.to_string(),
         })?;

@@ -46,6 +46,107 @@ pub fn update(data: &[u8]) {
     }
 }
 
+/// Routes `target` as the TAXII server does, then reads its query parameters into a filter
+/// with the parameters each kind of endpoint allows (the lists `taxii_server` uses; `route`
+/// alone cannot say which endpoint a bad path would have been) and applies an accepted filter
+/// to a small fixed history. An accepted filter asks for a page of 1 to `MAX_PAGE` objects.
+pub fn taxii_query(target: &str) {
+    use picket_collector::taxii_server::api::{self, Route};
+    const LISTING: &[&str] = &[
+        "added_after",
+        "limit",
+        "next",
+        "match[id]",
+        "match[type]",
+        "match[version]",
+        "match[spec_version]",
+    ];
+    const OBJECT: &[&str] = &[
+        "added_after",
+        "limit",
+        "next",
+        "match[version]",
+        "match[spec_version]",
+    ];
+    const VERSIONS: &[&str] = &["added_after", "limit", "next", "match[spec_version]"];
+    let Some((route, params)) = api::route(target) else {
+        return;
+    };
+    let allowed: &[&str] = match route {
+        Route::Objects(..) | Route::Manifest(..) => LISTING,
+        Route::Object(..) => OBJECT,
+        Route::Versions(..) => VERSIONS,
+        _ => &[],
+    };
+    for allowed in [allowed, LISTING] {
+        if let Ok(f) = api::filter(&params, allowed) {
+            assert!(
+                (1..=api::MAX_PAGE).contains(&f.limit),
+                "an accepted filter asks for {} objects",
+                f.limit
+            );
+            let picked = api::select(taxii_history(), &f);
+            assert!(
+                picked.windows(2).all(|w| w[0].1.added <= w[1].1.added),
+                "not in date_added order"
+            );
+        }
+    }
+}
+
+/// Two objects, one with two versions: what `taxii_query` selects from.
+fn taxii_history(
+) -> &'static std::collections::BTreeMap<String, Vec<picket_collector::taxii_server::api::Version>> {
+    use picket_collector::taxii_server::api::Version;
+    static HISTORY: OnceLock<std::collections::BTreeMap<String, Vec<Version>>> = OnceLock::new();
+    HISTORY.get_or_init(|| {
+        let version = |added: i64, id: &str, modified: &str| Version {
+            added,
+            version: modified.to_owned(),
+            object: serde_json::json!({
+                "type": id.split("--").next().unwrap_or_default(),
+                "spec_version": "2.1",
+                "id": id,
+                "created": "2025-06-01T00:00:00.000Z",
+                "modified": modified,
+            }),
+        };
+        let ind = "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f";
+        let sig = "sighting--11111111-1111-4111-8111-111111111111";
+        [
+            (
+                ind,
+                vec![version(1_748_736_000_000, ind, "2025-06-01T00:00:00.000Z")],
+            ),
+            (
+                sig,
+                vec![
+                    version(1_748_736_000_001, sig, "2025-06-01T00:00:00.000Z"),
+                    version(1_748_822_400_000, sig, "2025-06-02T00:00:00.000Z"),
+                ],
+            ),
+        ]
+        .into_iter()
+        .map(|(id, v)| (id.to_owned(), v))
+        .collect()
+    })
+}
+
+/// Decodes a MISP feed's `manifest.json`; every uuid it yields names a file next to the
+/// manifest, so it must be 36 characters of hex digits and hyphens (no `/`, no `.`).
+pub fn misp_feed_manifest(text: &str) {
+    let Ok(uuids) = picket_collector::ingest::parse_manifest(std::path::Path::new("manifest.json"), text)
+    else {
+        return;
+    };
+    for u in &uuids {
+        assert!(
+            u.len() == 36 && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+            "manifest key {u:?} is not a uuid"
+        );
+    }
+}
+
 /// The number the `spool_batch` seed carries, and that the target asks of every input: a
 /// batch file's name says which batch it must hold.
 const SPOOL_BATCH: (u64, u64) = (7, 1);
@@ -199,8 +300,93 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out.extend(wire_seeds(&c.full_v1));
     out.push(("x509", "ed25519".to_owned(), unhex(CERT_HEX)));
     out.push(("spool_batch", "two".to_owned(), spool_seed()));
+    out.extend(collector_seeds());
     out
 }
+
+/// Seeds for the collector's query-string, configuration, MISP feed manifest and form targets.
+fn collector_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out: Vec<(&'static str, String, Vec<u8>)> = [
+        "/isac/collections/0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70/objects/?added_after=2025-06-01T00:00:00.000Z&limit=10&match[type]=indicator,sighting&match[version]=all&match[spec_version]=2.1",
+        "/isac/collections/0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70/manifest/?match%5Bid%5D=indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f&next=AAECAwQFBgc%3D",
+        "/isac/collections/0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70/objects/sighting--11111111-1111-4111-8111-111111111111/versions/?added_after=2025-06-01T00:00:00Z&limit=1",
+        "/isac/collections/0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70/objects/indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f/?match[version]=first,2025-06-01T00:00:00.000Z",
+        "/taxii2/",
+        "/isac/status/3c8f9a1e-7d2b-4e55-8a0e-6d2b8f1e4a70/",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| ("taxii_query", format!("target-{i}"), t.as_bytes().to_vec()))
+    .collect();
+    out.push((
+        "collector_config",
+        "full".to_owned(),
+        COLLECTOR_CONFIG.as_bytes().to_vec(),
+    ));
+    out.push((
+        "misp_feed_manifest",
+        "two".to_owned(),
+        br##"{"57c4445b-c548-4654-af0b-4be3950d210f": {"Orgc": {"name": "CIRCL", "uuid": "55f6ea5e-2c60-40e5-964f-47a8950d210f"}, "Tag": [{"name": "tlp:white", "colour": "#ffffff"}], "info": "OSINT - test", "date": "2016-08-30", "analysis": 2, "threat_level_id": 3, "timestamp": 1472541011}, "5f3c1d2e-0000-4222-8333-944455556666": {"info": "second", "timestamp": "1700000000"}}"##.to_vec(),
+    ));
+    out.push((
+        "web_form",
+        "mark".to_owned(),
+        b"csrf=9f86d081884c7d659a2feb0ea0b0b4f1&indicator=indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f&reason=false+positive%3A+a+vendor%27s+updater&until=30d".to_vec(),
+    ));
+    out
+}
+
+/// A picket.toml with every section the collector reads: what `collector_config` starts from.
+const COLLECTOR_CONFIG: &str = r#"org = "Example Org"
+offline_root_key = "/root/picket-root.key"
+
+[ingest]
+default_tlp = "green"
+default_confidence = 50
+
+[channels.default]
+manifest_lifetime = "30d"
+timestamp_lifetime = "1d"
+tlp_ceiling = "amber"
+
+[tls]
+names = ["collector.example", "10.0.0.5"]
+
+[enrolment]
+cert_lifetime = "90d"
+default_token_expiry = "7d"
+
+[channel]
+listen = "0.0.0.0:7443"
+max_sessions = 10000
+max_sightings_per_agent = 1000
+
+[[community]]
+name = "isac"
+tlp_ceiling = "amber"
+disclosure = "organisation"
+sector = "energy"
+k = 3
+time_bucket = "1d"
+count_bands = [1, 10, 100]
+delay = "1h"
+
+[[community.upstream]]
+name = "hub"
+api_root = "https://hub.example/isac/"
+collection = "0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70"
+username = "example-org"
+password_file = "keys/hub.password"
+push = true
+pull = true
+
+[[taxii.member]]
+name = "peer1"
+password_hash = "pbkdf2-sha256$600000$c2FsdHNhbHRzYWx0c2FsdA$00"
+communities = ["isac"]
+contribute = ["isac"]
+sector = "finance"
+"#;
 
 /// A batch file of two sightings numbered [`SPOOL_BATCH`], as the spool writes it.
 fn spool_seed() -> Vec<u8> {
@@ -535,5 +721,41 @@ mod tests {
         let batch = picket_agent::spool::decode_batch(&spool_seed(), epoch, seq).unwrap();
         assert_eq!(batch.items.len(), 2);
         spool_batch(&spool_seed());
+    }
+
+    /// The collector seeds are accepted whole, so the fuzzer starts past the first error.
+    #[test]
+    fn the_collector_seeds_are_accepted() {
+        let cfg =
+            picket_collector::config::Config::parse(COLLECTOR_CONFIG, std::path::Path::new("picket.toml"))
+                .unwrap();
+        assert_eq!(cfg.communities[0].upstream[0].name, "hub");
+        assert_eq!(cfg.taxii.members[0].name, "peer1");
+        for (target, name, bytes) in collector_seeds() {
+            let text = std::str::from_utf8(&bytes).unwrap();
+            match target {
+                "taxii_query" => {
+                    let (_, params) = picket_collector::taxii_server::api::route(text).unwrap();
+                    let all = [
+                        "added_after",
+                        "limit",
+                        "next",
+                        "match[id]",
+                        "match[type]",
+                        "match[version]",
+                        "match[spec_version]",
+                    ];
+                    picket_collector::taxii_server::api::filter(&params, &all).unwrap();
+                    taxii_query(text);
+                }
+                "misp_feed_manifest" => {
+                    let uuids =
+                        picket_collector::ingest::parse_manifest(std::path::Path::new("m"), text).unwrap();
+                    assert_eq!(uuids.len(), 2, "{name}");
+                }
+                "web_form" => assert_eq!(picket_collector::web::parse_form(&bytes).unwrap().len(), 4),
+                _ => {}
+            }
+        }
     }
 }
