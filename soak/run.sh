@@ -50,8 +50,12 @@ fi
 # Built once: every check runs this test binary and these binaries, even if sources change
 # while the soak runs.
 cargo build --release --bins -q
-exe=$(cargo test --release -p picket-e2e --test soak --no-run 2>&1 | tee /dev/stderr |
-    sed -n 's/.*Executable tests\/soak.rs (\(.*\))$/\1/p' | tail -n 1)
+# (Through a file, not `tee /dev/stderr`: reopening stderr truncates a log file it goes to.)
+build_log=$(mktemp)
+cargo test --release -p picket-e2e --test soak --no-run >"$build_log" 2>&1 || { cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
+cat "$build_log" >&2
+exe=$(sed -n 's/.*Executable tests\/soak.rs (\(.*\))$/\1/p' "$build_log" | tail -n 1)
+rm -f "$build_log"
 [ -x "$exe" ] || { echo "soak/run.sh: the soak test binary was not built" >&2; exit 1; }
 
 logs=target/soak
