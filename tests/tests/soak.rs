@@ -1093,7 +1093,11 @@ fn a_full_disk_under_the_agent_keeps_the_last_good_set_and_both_recover() {
         "installed one stays",
         Duration::from_secs(90),
     );
-    assert!(failure.contains("No space left"), "{failure}");
+    // Regression (soak finding): this was logged as "refused", as if the set were bad.
+    assert!(
+        failure.contains("the set could not be installed") && failure.contains("No space left"),
+        "{failure}"
+    );
     agent.assert_alive("the install failed");
     assert_eq!(
         status_version(&agent.state, "disk full"),
@@ -1141,14 +1145,11 @@ fn a_full_disk_under_the_agent_keeps_the_last_good_set_and_both_recover() {
     let out = run("picket-collector", &["ingest", "--data", c.data(), s(&file)]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "ingest on a full disk succeeded?");
-    // The error names the database; SQLite reports the full disk as "database or disk is full"
-    // or, when the write-ahead log cannot grow, as a "disk I/O error".
+    // The error names the database and says the disk is full. Regression (soak finding): it
+    // said only "disk I/O error", SQLite's word when the write-ahead log cannot grow.
     assert!(
-        err.contains(c.data())
-            && ["full", "space", "disk I/O error"]
-                .iter()
-                .any(|w| err.contains(w)),
-        "the error names the database and the disk: {err}"
+        err.contains(c.data()) && err.contains("the disk is full"),
+        "the error names the database and the full disk: {err}"
     );
     assert_eq!(out.status.code(), Some(2), "{err}");
     cfs.free();

@@ -637,14 +637,10 @@ impl Served<'_> {
             }
             Ok(Ok(Imported::AlreadyInstalled { .. })) => {}
             Ok(Err(e)) => {
-                let message = match &e {
-                    // The other errors name the set and the collector already (as their path).
-                    AgentError::TooBig { version, .. } => {
-                        self.installed.too_big = Some(self.installed.too_big.unwrap_or(0).max(*version));
-                        format!("{}: refused, the installed set stays: {e}", origin.display())
-                    }
-                    _ => format!("the set was refused, the installed one stays: {e}"),
-                };
+                if let AgentError::TooBig { version, .. } = &e {
+                    self.installed.too_big = Some(self.installed.too_big.unwrap_or(0).max(*version));
+                }
+                let message = install_failure(&origin, &e);
                 log(format!("error: {message}"));
                 lock(&self.ctx.status).last_error = Some(message);
             }
@@ -689,6 +685,22 @@ impl Served<'_> {
             )),
             Err(e) => log(format!("error: writing the renewed certificate: {e}")),
         }
+    }
+}
+
+/// What the log and `status` say when a set fetched from the collector was not installed.
+fn install_failure(origin: &Path, e: &AgentError) -> String {
+    match e {
+        // The other errors name the set and the collector already (as their path).
+        AgentError::TooBig { .. } => {
+            format!("{}: refused, the installed set stays: {e}", origin.display())
+        }
+        // A local failure (a full disk, a read-only state directory) is not the set's fault:
+        // saying "refused" would send an analyst looking for a forged set.
+        AgentError::Io { .. } | AgentError::Locked { .. } => {
+            format!("the set could not be installed, the installed one stays: {e}")
+        }
+        _ => format!("the set was refused, the installed one stays: {e}"),
     }
 }
 
@@ -799,6 +811,27 @@ mod tests {
         assert_eq!(frame_cap(1 << 20), (1 << 20) + SET_FRAME_OVERHEAD);
         assert_eq!(frame_cap(0), SMALL_FRAME);
         assert_eq!(frame_cap(u64::MAX), MAX_SERVER_FRAME);
+    }
+
+    #[test]
+    fn a_set_not_installed_for_want_of_space_is_not_called_refused() {
+        let origin = Path::new("set version 7 from collector c.test:4433");
+        let full = AgentError::Io {
+            path: "set version 7 from collector c.test:4433".into(),
+            error: std::io::Error::from_raw_os_error(28),
+        };
+        let said = install_failure(origin, &full);
+        assert!(said.starts_with("the set could not be installed"), "{said}");
+        assert!(said.contains("No space left on device"), "{said}");
+        assert!(!said.contains("refused"), "{said}");
+        let forged = AgentError::Verify {
+            path: origin.into(),
+            error: picket_proto::Error::BadSignature {
+                what: picket_proto::Part::Manifest,
+                key: "k1".into(),
+            },
+        };
+        assert!(install_failure(origin, &forged).starts_with("the set was refused"));
     }
 
     fn refused(code: ErrorCode, retry_after_ms: Option<u64>) -> LinkError {
