@@ -42,5 +42,8 @@ grep -q "^indicator--e1ca6a11-5e5d-4b6f-8c1a-7e57f11e0001 hosts=1" target/demo.l
 grep -q "the community now reads: sighting of indicator--e1ca6a11" target/demo.log || { cat target/demo.log; exit 1; }
 bash packaging/test.sh --no-build   # the .deb packages and systemd units, from the release build above
 
+# The fuzz crate's own tests: every seed is accepted whole, so each target starts past the
+# first error.
+cargo test --quiet --manifest-path fuzz/Cargo.toml
 # A few seconds per fuzz target: proves each builds and survives its seed corpus.
 bash fuzz/smoke.sh "${PICKET_FUZZ_SECONDS:-5}"

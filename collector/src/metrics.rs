@@ -543,7 +543,13 @@ fn read_token(dir: &DataDir) -> Option<String> {
 /// while there is no usable `DIR/keys/metrics.token`, else [`Access::Granted`] only for
 /// `Bearer <token>` (scheme case-insensitive), compared in constant time.
 pub fn access(dir: &DataDir, authorization: Option<&str>) -> Access {
-    let Some(token) = read_token(dir) else {
+    judge(read_token(dir).as_deref(), authorization)
+}
+
+/// [`access`] once the token file is read: `token` is its token, `None` while metrics are off.
+/// `authorization` comes from anyone (its size is bounded by the HTTP head's cap).
+pub fn judge(token: Option<&str>, authorization: Option<&str>) -> Access {
+    let Some(token) = token else {
         return Access::Off;
     };
     let Some(header) = authorization else {
@@ -598,6 +604,28 @@ pub fn new_token(dir: &DataDir) -> Result<String, CollectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header from anyone: granted exactly when it is `Bearer` (any case) and the
+        /// token, with only blanks around them.
+        #[test]
+        fn only_the_token_is_granted(
+            token in "[0-9a-f]{1,64}",
+            header in proptest::option::of(any::<String>()),
+        ) {
+            let expected = header.as_deref().is_some_and(|h| {
+                h.trim()
+                    .split_once(' ')
+                    .is_some_and(|(s, t)| s.eq_ignore_ascii_case("bearer") && t.trim() == token)
+            });
+            let got = judge(Some(&token), header.as_deref());
+            prop_assert_eq!(got == Access::Granted, expected);
+            prop_assert_eq!(judge(None, header.as_deref()), Access::Off);
+            let right = format!("bEaReR {token}");
+            prop_assert_eq!(judge(Some(&token), Some(&right)), Access::Granted);
+        }
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -147,6 +147,27 @@ pub fn misp_feed_manifest(text: &str) {
     }
 }
 
+/// The `/metrics` bearer check on any `Authorization` header: `text` is the token (its first
+/// line, as the token file holds one) and the header (the rest). Access is granted only when the
+/// header carries that very token, and the right header is always granted.
+pub fn metrics_auth(text: &str) {
+    use picket_collector::metrics::{judge, Access};
+    let (token, header) = text.split_once('\n').unwrap_or((text, ""));
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return; // the token file's reader refuses these, so metrics stay off
+    }
+    let got = judge(Some(token), Some(header));
+    if got == Access::Granted {
+        let presented = header.trim().split_once(' ').map(|(_, t)| t.trim());
+        assert_eq!(presented, Some(token), "granted for {header:?}");
+    } else {
+        assert_eq!(got, Access::Denied, "metrics are on, so a wrong header is 401");
+    }
+    assert_eq!(judge(None, Some(header)), Access::Off);
+    assert_eq!(judge(Some(token), Some(&format!("Bearer {token}"))), Access::Granted);
+}
+
 /// The number the `spool_batch` seed carries, and that the target asks of every input: a
 /// batch file's name says which batch it must hold.
 const SPOOL_BATCH: (u64, u64) = (7, 1);
@@ -327,6 +348,11 @@ fn collector_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "misp_feed_manifest",
         "two".to_owned(),
         br##"{"57c4445b-c548-4654-af0b-4be3950d210f": {"Orgc": {"name": "CIRCL", "uuid": "55f6ea5e-2c60-40e5-964f-47a8950d210f"}, "Tag": [{"name": "tlp:white", "colour": "#ffffff"}], "info": "OSINT - test", "date": "2016-08-30", "analysis": 2, "threat_level_id": 3, "timestamp": 1472541011}, "5f3c1d2e-0000-4222-8333-944455556666": {"info": "second", "timestamp": "1700000000"}}"##.to_vec(),
+    ));
+    out.push((
+        "metrics_auth",
+        "bearer".to_owned(),
+        b"0f3c2a8e1b7d4c559a0e6d2b8f1e4a700f3c2a8e1b7d4c559a0e6d2b8f1e4a70\nBearer 0f3c2a8e1b7d4c559a0e6d2b8f1e4a700f3c2a8e1b7d4c559a0e6d2b8f1e4a70".to_vec(),
     ));
     out.push((
         "web_form",
@@ -754,6 +780,14 @@ mod tests {
                     assert_eq!(uuids.len(), 2, "{name}");
                 }
                 "web_form" => assert_eq!(picket_collector::web::parse_form(&bytes).unwrap().len(), 4),
+                "metrics_auth" => {
+                    let (token, header) = text.split_once('\n').unwrap();
+                    assert_eq!(
+                        picket_collector::metrics::judge(Some(token), Some(header)),
+                        picket_collector::metrics::Access::Granted
+                    );
+                    metrics_auth(text);
+                }
                 _ => {}
             }
         }
