@@ -1,7 +1,8 @@
 //! The agent's metrics and JSON logs with the real `picket-agent run`: `[metrics] listen` on a
 //! loopback port and `textfile` both turned on, both scraped after a scan and parsed with the
 //! reference parser (`prometheus_client.parser` from PyPI); `--log-format json` writes one
-//! parseable JSON object a line, from the agent and from `picket-collector serve`; a listen
+//! parseable JSON object a line, from the agent and from `picket-collector serve` (its TAXII
+//! server and dashboard included); a listen
 //! address off loopback is refused at start.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure with its message.
@@ -250,6 +251,8 @@ fn serve_logs_json_lines_with_the_event_and_its_level() {
             c.data(),
             "--listen",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
             "--log-format",
             "json",
         ])
@@ -258,7 +261,7 @@ fn serve_logs_json_lines_with_the_event_and_its_level() {
         .spawn()
         .unwrap();
     let stderr = lines(child.stderr.take().unwrap());
-    let _stdout = lines(child.stdout.take().unwrap());
+    let stdout = lines(child.stdout.take().unwrap());
     let _guard = Child(child);
     let line = wait_line(&stderr, "source gone", Duration::from_secs(20));
     let v: serde_json::Value =
@@ -269,6 +272,32 @@ fn serve_logs_json_lines_with_the_event_and_its_level() {
     let message = v["message"].as_str().unwrap();
     assert!(
         message.contains(s(&gone)) && message.contains("nothing from it was stored"),
+        "{line}"
+    );
+
+    // The TAXII server and the dashboard log the same way: plain HTTP sent to the TLS port is
+    // one JSON warning naming the peer, not a bare stderr line.
+    let listening = wait_line(&stdout, "TAXII 2.1 server listening", Duration::from_secs(20));
+    let addr = listening
+        .split("https://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/taxii2/"))
+        .unwrap()
+        .to_owned();
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .write_all(b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    drop(plain);
+    let line = wait_line(&stderr, "TAXII 127.0.0.1:", Duration::from_secs(20));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    assert_eq!(v["level"], "WARN", "{line}");
+    assert!(
+        v["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("picket_collector::taxii_server"),
         "{line}"
     );
 }

@@ -388,7 +388,7 @@ impl Server {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connection(acceptor, tcp, peer, shared).await {
-                        eprintln!("picket-collector: TAXII {peer}: {e}");
+                        tracing::warn!("TAXII {peer}: {e}");
                     }
                     drop(slot);
                 });
@@ -654,7 +654,7 @@ async fn local<S: AsyncRead + AsyncWrite + Unpin>(
             let access = match DataDir::open(&data) {
                 Ok(dir) => crate::metrics::access(&dir, auth.as_deref()),
                 Err(e) => {
-                    eprintln!("picket-collector: /metrics: {e}");
+                    tracing::error!("/metrics: {e}");
                     crate::metrics::Access::Off
                 }
             };
@@ -1128,9 +1128,7 @@ fn status(shared: &Shared, member: &TaxiiMember, root: &str, id: &str) -> Respon
                 body,
             },
             Err(e) => {
-                eprintln!(
-                    "picket-collector: TAXII: status {id} of {root:?}: the stored body is not JSON: {e}"
-                );
+                tracing::error!("TAXII: status {id} of {root:?}: the stored body is not JSON: {e}");
                 Response::error(500, "Internal Server Error", "the status could not be read")
             }
         },
@@ -1143,7 +1141,7 @@ fn status(shared: &Shared, member: &TaxiiMember, root: &str, id: &str) -> Respon
             ),
         ),
         Err(e) => {
-            eprintln!("picket-collector: TAXII: status {id} of {root:?}: {e}");
+            tracing::error!("TAXII: status {id} of {root:?}: {e}");
             Response::error(500, "Internal Server Error", "the status could not be read")
         }
     }
@@ -1161,10 +1159,7 @@ fn post_objects(shared: &Shared, index: usize, root: &str, body: &[u8]) -> Respo
         Err(r) => return r,
     };
     let failed = |what: String| {
-        eprintln!(
-            "picket-collector: TAXII: member {:?} posting to {root:?}: {what}",
-            member.name
-        );
+        tracing::error!("TAXII: member {:?} posting to {root:?}: {what}", member.name);
         Response::error(
             500,
             "Internal Server Error",
@@ -1240,7 +1235,7 @@ fn page(shared: &Shared, member: &TaxiiMember, route: &Route, root: &str, filter
         None => match (shared.source)(root, unix_now_ms() / 1000) {
             Ok(b) => Some(b),
             Err(e) => {
-                eprintln!("picket-collector: TAXII: the objects of community {root}: {e}");
+                tracing::error!("TAXII: the objects of community {root}: {e}");
                 return Response::error(500, "Internal Server Error", "the objects could not be read");
             }
         },
@@ -1275,7 +1270,7 @@ fn page(shared: &Shared, member: &TaxiiMember, route: &Route, root: &str, filter
         ) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("picket-collector: TAXII: recording what community {root} is served: {e}");
+                tracing::error!("TAXII: recording what community {root} is served: {e}");
                 return Response::error(500, "Internal Server Error", "the objects could not be recorded");
             }
         };

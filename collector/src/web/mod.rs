@@ -313,7 +313,7 @@ impl Dashboard {
             }
             Ok(None) => Reply::problem(404, "Not found", "no such indicator is stored"),
             Err(e) => {
-                eprintln!("picket-collector: dashboard: {path}: {e}");
+                tracing::error!("dashboard: {path}: {e}");
                 Reply::problem(
                     500,
                     "Error",
@@ -417,14 +417,14 @@ impl Dashboard {
             Ok(s) => s,
             Err(e) => {
                 lock(&self.failures).forgive(ip);
-                eprintln!("picket-collector: dashboard: login: {e}");
+                tracing::error!("dashboard: login: {e}");
                 return Reply::problem(500, "Error", "the operators could not be read");
             }
         };
         // An unknown name costs a verification too, so timing does not tell names apart.
         let ok = verify_password(stored.as_deref().unwrap_or(DUMMY_HASH), password) && stored.is_some();
         if !ok {
-            eprintln!("picket-collector: dashboard: failed login from {ip}");
+            tracing::warn!("dashboard: failed login from {ip}");
             return Reply::html(401, html::login(Some("wrong name or password")));
         }
         lock(&self.failures).forgive(ip);
@@ -506,14 +506,14 @@ impl Dashboard {
         };
         match result {
             Ok(()) => {
-                eprintln!(
-                    "picket-collector: dashboard: operator {:?} changed the false-positive mark of {id}",
+                tracing::info!(
+                    "dashboard: operator {:?} changed the false-positive mark of {id}",
                     viewer.operator
                 );
                 Reply::redirect(&back)
             }
             Err(e) => {
-                eprintln!("picket-collector: dashboard: false positive {id}: {e}");
+                tracing::warn!("dashboard: false positive {id}: {e}");
                 Reply::problem(400, "Refused", &e.to_string())
             }
         }
