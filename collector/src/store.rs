@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use picket_proto::{Indicator, Record, Tlp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::ingest::{canonical_value, Batch};
+use crate::ingest::{canonical_value, Batch, Item};
 use crate::CollectorError;
 
 /// The organisation id used while a collector serves one organisation.
@@ -484,6 +484,72 @@ fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
+/// Writes indicators from `source` inside `tx`, each with its checked [`Record`]: the source is
+/// remembered for each, and each replaces the stored indicator of the same id unless the stored
+/// one was modified later. `created_by`, when given, is written instead of each item's own (a
+/// community member's account, never the object's claimed `created_by_ref`). The one writer of
+/// the `indicators` table for ingest ([`Store::upsert_batch`]) and for what community members
+/// contribute (`share/inbound.rs`, inside its own transaction).
+pub(crate) fn put_items(
+    tx: &Transaction<'_>,
+    items: &[(&Item, &Record)],
+    source: &str,
+    now: i64,
+    created_by: Option<&str>,
+) -> rusqlite::Result<Upserted> {
+    let mut counts = Upserted::default();
+    let mut existing = tx.prepare_cached("SELECT modified FROM indicators WHERE org = ?1 AND id = ?2")?;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen,
+                                 observable, modified, valid_from, revoked, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (org, id) DO UPDATE SET
+            kind = excluded.kind, value = excluded.value, body = excluded.body, tlp = excluded.tlp,
+            valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen,
+            observable = excluded.observable, modified = excluded.modified,
+            valid_from = excluded.valid_from, revoked = excluded.revoked, created_by = excluded.created_by",
+    )?;
+    let mut seen_by = tx.prepare_cached(
+        "INSERT INTO indicator_sources (org, id, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (org, id, source) DO UPDATE SET last_seen = excluded.last_seen",
+    )?;
+    for (item, rec) in items {
+        let ind = &item.indicator;
+        let stored: Option<Option<i64>> = existing
+            .query_row(params![ORG, ind.id], |r| r.get(0))
+            .optional()?;
+        seen_by.execute(params![ORG, ind.id, source, now])?;
+        if let Some(Some(stored_modified)) = stored {
+            if item.modified.is_none_or(|m| m < stored_modified) {
+                counts.older += 1;
+                continue;
+            }
+        }
+        put.execute(params![
+            ORG,
+            ind.id,
+            rec.kind,
+            canonical_value(&ind.observable),
+            rec.body,
+            tlp_code(ind.meta.tlp),
+            ind.meta.valid_until,
+            ind.meta.source,
+            now,
+            ind.observable.kind_name(),
+            item.modified,
+            item.valid_from,
+            item.revoked,
+            created_by.or(item.created_by.as_deref()),
+        ])?;
+        if stored.is_some() {
+            counts.updated += 1;
+        } else {
+            counts.added += 1;
+        }
+    }
+    Ok(counts)
+}
+
 fn tlp_code(t: Tlp) -> i64 {
     match t {
         Tlp::Clear => 0,
@@ -605,65 +671,9 @@ impl Store {
             records.push((item, rec));
         }
         let tx = self.tx()?;
-        let mut counts = Upserted::default();
+        let refs: Vec<(&Item, &Record)> = records.iter().map(|(i, r)| (*i, r)).collect();
+        let counts = put_items(&tx, &refs, source, now, None).map_err(db)?;
         {
-            let mut existing = tx
-                .prepare("SELECT modified FROM indicators WHERE org = ?1 AND id = ?2")
-                .map_err(db)?;
-            let mut put = tx
-                .prepare(
-                    "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen,
-                                             observable, modified, valid_from, revoked, created_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (org, id) DO UPDATE SET
-                        kind = excluded.kind, value = excluded.value, body = excluded.body, tlp = excluded.tlp,
-                        valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen,
-                        observable = excluded.observable, modified = excluded.modified,
-                        valid_from = excluded.valid_from, revoked = excluded.revoked, created_by = excluded.created_by",
-                )
-                .map_err(db)?;
-            let mut seen_by = tx
-                .prepare(
-                    "INSERT INTO indicator_sources (org, id, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (org, id, source) DO UPDATE SET last_seen = excluded.last_seen",
-                )
-                .map_err(db)?;
-            for (item, rec) in &records {
-                let ind = &item.indicator;
-                let stored: Option<Option<i64>> = existing
-                    .query_row(params![ORG, ind.id], |r| r.get(0))
-                    .optional()
-                    .map_err(db)?;
-                seen_by.execute(params![ORG, ind.id, source, now]).map_err(db)?;
-                if let Some(Some(stored_modified)) = stored {
-                    if item.modified.is_none_or(|m| m < stored_modified) {
-                        counts.older += 1;
-                        continue;
-                    }
-                }
-                put.execute(params![
-                    ORG,
-                    ind.id,
-                    rec.kind,
-                    canonical_value(&ind.observable),
-                    rec.body,
-                    tlp_code(ind.meta.tlp),
-                    ind.meta.valid_until,
-                    ind.meta.source,
-                    now,
-                    ind.observable.kind_name(),
-                    item.modified,
-                    item.valid_from,
-                    item.revoked,
-                    item.created_by,
-                ])
-                .map_err(db)?;
-                if stored.is_some() {
-                    counts.updated += 1;
-                } else {
-                    counts.added += 1;
-                }
-            }
             let mut unsupported = tx
                 .prepare(
                     "INSERT INTO unsupported (org, source, object_id, reason, seen) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -47,8 +47,8 @@ use serde_json::{json, Value};
 
 use super::policy::OrgSighting;
 use crate::datadir::DataDir;
-use crate::ingest::{canonical_value, Defaults, Item};
-use crate::store::{Store, Stored, ORG};
+use crate::ingest::{Defaults, Item};
+use crate::store::{self, Store, Stored, ORG};
 use crate::CollectorError;
 
 /// The largest object taken, as compact JSON.
@@ -827,12 +827,10 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Stores a contributed indicator's items as [`Store::upsert_batch`] stores ingested ones
-    /// (a newer version replaces an older, never the reverse; the source is remembered), but
-    /// only where no other source and no other account holds the id. Written here rather than
-    /// through `upsert_batch`, which opens its own transaction, so that a whole list is one
-    /// transaction; the test `a_contributed_indicator_is_stored_as_the_same_indicator_ingested_from_a_bundle`
-    /// keeps the two alike.
+    /// Stores a contributed indicator's items with the writer [`Store::upsert_batch`] uses
+    /// ([`store::put_items`]: a newer version replaces an older, never the reverse; the source
+    /// is remembered), inside this list's transaction, but only where no other source and no
+    /// other account holds the id.
     fn indicator(&self, items: &[Item]) -> rusqlite::Result<()> {
         let source = source_name(self.community);
         let mut sources = self
@@ -860,68 +858,15 @@ impl Ctx<'_> {
                 }
             }
         }
-        for item in items {
-            let ind = &item.indicator;
-            let stored_modified: Option<Option<i64>> = self
-                .tx
-                .query_row(
-                    "SELECT modified FROM indicators WHERE org = ?1 AND id = ?2",
-                    params![ORG, ind.id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            self.tx.execute(
-                "INSERT INTO indicator_sources (org, id, source, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-                 ON CONFLICT (org, id, source) DO UPDATE SET last_seen = excluded.last_seen",
-                params![ORG, ind.id, source, self.now],
-            )?;
-            if let Some(Some(m)) = stored_modified {
-                if item.modified.is_none_or(|new| new < m) {
-                    continue;
-                }
-            }
-            let rec = Record::from_indicator(ind)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            self.tx.execute(
-                "INSERT INTO indicators (org, id, kind, value, body, tlp, valid_until, source, first_seen, last_seen,
-                                         observable, modified, valid_from, revoked, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (org, id) DO UPDATE SET
-                    kind = excluded.kind, value = excluded.value, body = excluded.body, tlp = excluded.tlp,
-                    valid_until = excluded.valid_until, source = excluded.source, last_seen = excluded.last_seen,
-                    observable = excluded.observable, modified = excluded.modified,
-                    valid_from = excluded.valid_from, revoked = excluded.revoked, created_by = excluded.created_by",
-                params![
-                    ORG,
-                    ind.id,
-                    rec.kind,
-                    canonical_value(&ind.observable),
-                    rec.body,
-                    tlp_code(ind.meta.tlp),
-                    ind.meta.valid_until,
-                    ind.meta.source,
-                    self.now,
-                    ind.observable.kind_name(),
-                    item.modified,
-                    item.valid_from,
-                    item.revoked,
-                    // The account, never the object's claimed `created_by_ref`.
-                    self.account,
-                ],
-            )?;
-        }
+        let records = items
+            .iter()
+            .map(|item| Record::from_indicator(&item.indicator))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let refs: Vec<(&Item, &Record)> = items.iter().zip(&records).collect();
+        // The account, never the object's claimed `created_by_ref`.
+        store::put_items(self.tx, &refs, &source, self.now, Some(self.account))?;
         Ok(())
-    }
-}
-
-/// The TLP code the store keeps (as `store.rs` writes it).
-fn tlp_code(t: Tlp) -> i64 {
-    match t {
-        Tlp::Clear => 0,
-        Tlp::Green => 1,
-        Tlp::Amber => 2,
-        Tlp::AmberStrict => 3,
-        Tlp::Red => 4,
     }
 }
 
