@@ -7,11 +7,21 @@
 //! its `added_ms` is never changed afterwards; so a `date_added` a client has seen stays the
 //! same across restarts, and `added_after` never re-serves an old version as new. A status is
 //! read back only for the community and the account that posted it.
+//!
+//! Bound: at most [`MAX_VERSIONS`] versions of one object are kept per community, the newest by
+//! `date_added`; older ones leave the store when a newer one is recorded, and the server's
+//! memory when it loads or records. The invariant above holds for every version kept.
 
 use rusqlite::{params, OptionalExtension};
 
 use crate::store::{Store, ORG};
 use crate::CollectorError;
+
+/// The most versions of one object kept (and served) per community: the newest by
+/// `date_added`. A shared sighting gets a new version each time its banded count or its last
+/// bucket moves, so without a bound the history of an indicator sighted for a year would grow
+/// for ever, in the store and in the memory of `serve`, which loads it whole.
+pub const MAX_VERSIONS: usize = 64;
 
 /// One object version served to a community.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +64,8 @@ impl Store {
     }
 
     /// Records `rows` in one transaction: a version not seen before with its `added_ms`; for
-    /// one already there, only the body is replaced (its `added_ms` stays).
+    /// one already there, only the body is replaced (its `added_ms` stays). Then drops, in the
+    /// same transaction, every version beyond the newest [`MAX_VERSIONS`] of its object.
     pub fn taxii_served_put(&mut self, rows: &[Served]) -> Result<(), CollectorError> {
         let db = self.err();
         let tx = self.tx()?;
@@ -77,6 +88,17 @@ impl Store {
                 ])
                 .map_err(&db)?;
             }
+            tx.execute(
+                "DELETE FROM taxii_served WHERE rowid IN (
+                    SELECT rowid FROM (
+                        SELECT rowid, ROW_NUMBER() OVER (
+                            PARTITION BY community, object_id ORDER BY added_ms DESC, version DESC
+                        ) AS newer
+                        FROM taxii_served WHERE org = ?1)
+                    WHERE newer > ?2)",
+                params![ORG, MAX_VERSIONS as i64],
+            )
+            .map_err(&db)?;
         }
         tx.commit().map_err(db)
     }

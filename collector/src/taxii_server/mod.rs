@@ -250,7 +250,19 @@ impl State {
                     object,
                 });
         }
+        for objects in state.history.values_mut() {
+            objects.values_mut().for_each(keep_newest);
+        }
         Ok(state)
+    }
+}
+
+/// Drops all but the newest [`history::MAX_VERSIONS`] of one object's versions (by `date_added`),
+/// as the store does when it records.
+fn keep_newest(versions: &mut Vec<Version>) {
+    if versions.len() > history::MAX_VERSIONS {
+        versions.sort_by(|a, b| (a.added, &a.version).cmp(&(b.added, &b.version)));
+        versions.drain(..versions.len() - history::MAX_VERSIONS);
     }
 }
 
@@ -1395,11 +1407,14 @@ fn record(
         let versions = hist.entry(row.object_id).or_default();
         match versions.iter_mut().find(|v| v.version == row.version) {
             Some(v) => v.object = object,
-            None => versions.push(Version {
-                added: row.added_ms,
-                version: row.version,
-                object,
-            }),
+            None => {
+                versions.push(Version {
+                    added: row.added_ms,
+                    version: row.version,
+                    object,
+                });
+                keep_newest(versions);
+            }
         }
     }
     let mut current = BTreeMap::new();
@@ -1486,4 +1501,63 @@ pub fn add_member(data: &std::path::Path, member: &NewMember, password: &str) ->
 /// connection whose transaction was rolled back when it unwound).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sighting(modified: u32) -> Value {
+        json!({
+            "type": "sighting",
+            "spec_version": "2.1",
+            "id": "sighting--11111111-1111-4111-8111-111111111111",
+            "created": "2026-01-01T00:00:00.000Z",
+            "modified": format!("2026-01-01T00:{:02}:{:02}.000Z", modified / 60, modified % 60),
+            "sighting_of_ref": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        })
+    }
+
+    /// A sighting that changes for a long time keeps only its newest versions, in the memory
+    /// of a running server and in the store a restarted one loads, and the same ones in both.
+    #[test]
+    fn a_long_sighted_objects_history_keeps_only_its_newest_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Mutex::new(Store::open(&dir.path().join("p.db")).unwrap());
+        let other = json!({
+            "type": "identity", "spec_version": "2.1",
+            "id": "identity--22222222-2222-4222-8222-222222222222",
+            "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+            "name": "x", "identity_class": "organization",
+        });
+        let mut state = State::default();
+        let total = history::MAX_VERSIONS as u32 + 10;
+        let mut current = BTreeMap::new();
+        for m in 0..total {
+            let bundle = json!({"type": "bundle", "objects": [sighting(m), other.clone()]});
+            current = record(&mut state, &store, "isac", &bundle).unwrap();
+        }
+        let id = "sighting--11111111-1111-4111-8111-111111111111";
+        let kept: Vec<String> = current[id].iter().map(|v| v.version.clone()).collect();
+        let newest: Vec<String> = (total - history::MAX_VERSIONS as u32..total)
+            .map(|m| sighting(m)["modified"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kept, newest, "the running server keeps the newest versions");
+        assert_eq!(current["identity--22222222-2222-4222-8222-222222222222"].len(), 1);
+
+        let restarted = State::load(&lock(&store)).unwrap();
+        let loaded: Vec<String> = restarted.history["isac"][id]
+            .iter()
+            .map(|v| v.version.clone())
+            .collect();
+        assert_eq!(loaded, newest, "the store keeps the same versions");
+        let added: Vec<i64> = current[id].iter().map(|v| v.added).collect();
+        let added_loaded: Vec<i64> = restarted.history["isac"][id].iter().map(|v| v.added).collect();
+        assert_eq!(added, added_loaded, "date_added survives the restart");
+        assert_eq!(
+            lock(&store).taxii_served().unwrap().len(),
+            history::MAX_VERSIONS + 1
+        );
+    }
 }
