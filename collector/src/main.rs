@@ -721,80 +721,87 @@ fn share_preview(data: &Path, community: &str, json: bool) -> anyhow::Result<()>
 fn share_push(data: &Path, community: &str, json: bool) -> anyhow::Result<()> {
     let dir = DataDir::open(data)?;
     let reports = picket_collector::share::upstream::push(&dir, community, now())?;
-    if reports.is_empty() {
-        eprintln!("community {community}: no upstream with push = true");
-    }
-    let mut failed = Vec::new();
-    for r in &reports {
-        if json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            println!(
-                "upstream {} ({}): {} sent, {} already there, {} unchanged, {} failed, {} pending, {} retr{}",
-                r.upstream,
-                r.url,
-                r.sent,
-                r.already,
-                r.unchanged,
-                r.failed.len(),
-                r.pending,
-                r.retries,
-                if r.retries == 1 { "y" } else { "ies" }
-            );
-            for f in &r.failed {
-                println!("  failed {} {}: {}", f.id, f.version, f.reason);
-            }
+    print_upstream_reports("push", community, &reports, json, |r| {
+        let mut text = format!(
+            "upstream {} ({}): {} sent, {} already there, {} unchanged, {} failed, {} pending, {} retr{}",
+            r.upstream,
+            r.url,
+            r.sent,
+            r.already,
+            r.unchanged,
+            r.failed.len(),
+            r.pending,
+            r.retries,
+            if r.retries == 1 { "y" } else { "ies" }
+        );
+        for f in &r.failed {
+            text.push_str(&format!("\n  failed {} {}: {}", f.id, f.version, f.reason));
         }
-        if let Some(e) = &r.error {
-            failed.push(format!("upstream {} ({}): {e}", r.upstream, r.url));
-        } else if !r.failed.is_empty() {
-            failed.push(format!(
+        let failure = match &r.error {
+            Some(e) => Some(format!("upstream {} ({}): {e}", r.upstream, r.url)),
+            None if !r.failed.is_empty() => Some(format!(
                 "upstream {} ({}): {} object{} failed",
                 r.upstream,
                 r.url,
                 r.failed.len(),
                 if r.failed.len() == 1 { "" } else { "s" }
-            ));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("share push: {}", failed.join("; "));
-    }
-    Ok(())
+            )),
+            None => None,
+        };
+        (text, failure)
+    })
 }
 
 /// `share pull`: one line (or JSON object) per upstream; exit 2 if any failed.
 fn share_pull(data: &Path, community: &str, json: bool) -> anyhow::Result<()> {
     let dir = DataDir::open(data)?;
     let reports = picket_collector::share::upstream::pull(&dir, community, now())?;
+    print_upstream_reports("pull", community, &reports, json, |r| {
+        let mut text = format!(
+            "upstream {} ({}): {} received, {} taken, {} our own, {} refused, bookmark {}",
+            r.upstream,
+            r.url,
+            r.received,
+            r.taken,
+            r.own,
+            r.refused.len(),
+            r.bookmark.as_deref().unwrap_or("none")
+        );
+        for x in &r.refused {
+            text.push_str(&format!("\n  refused {}: {}", x.id, x.reason));
+        }
+        let failure = r
+            .error
+            .as_ref()
+            .map(|e| format!("upstream {} ({}): {e}", r.upstream, r.url));
+        (text, failure)
+    })
+}
+
+/// Prints one report per upstream of `share push` or `share pull` (`verb`): as JSON, or as the
+/// text `describe` makes; then fails naming every upstream that `describe` says failed.
+fn print_upstream_reports<R: serde::Serialize>(
+    verb: &str,
+    community: &str,
+    reports: &[R],
+    json: bool,
+    describe: impl Fn(&R) -> (String, Option<String>),
+) -> anyhow::Result<()> {
     if reports.is_empty() {
-        eprintln!("community {community}: no upstream with pull = true");
+        eprintln!("community {community}: no upstream with {verb} = true");
     }
     let mut failed = Vec::new();
-    for r in &reports {
+    for r in reports {
+        let (text, failure) = describe(r);
         if json {
             println!("{}", serde_json::to_string(r)?);
         } else {
-            println!(
-                "upstream {} ({}): {} received, {} taken, {} our own, {} refused, bookmark {}",
-                r.upstream,
-                r.url,
-                r.received,
-                r.taken,
-                r.own,
-                r.refused.len(),
-                r.bookmark.as_deref().unwrap_or("none")
-            );
-            for x in &r.refused {
-                println!("  refused {}: {}", x.id, x.reason);
-            }
+            println!("{text}");
         }
-        if let Some(e) = &r.error {
-            failed.push(format!("upstream {} ({}): {e}", r.upstream, r.url));
-        }
+        failed.extend(failure);
     }
     if !failed.is_empty() {
-        bail!("share pull: {}", failed.join("; "));
+        bail!("share {verb}: {}", failed.join("; "));
     }
     Ok(())
 }
