@@ -303,6 +303,67 @@ impl Drop for Child {
     }
 }
 
+/// A running `picket-collector serve` (SIGKILLed when dropped), with its output read line by
+/// line as it comes and the addresses it said it listens on.
+#[derive(Debug)]
+pub struct Serve {
+    /// Its standard output, line by line.
+    pub out: Receiver<String>,
+    /// Its standard error (its log), line by line.
+    pub err: Receiver<String>,
+    /// The agent channel's `ADDR:PORT`.
+    pub channel: String,
+    /// With `--http`: `https://ADDR:PORT`, where the TAXII server (`/taxii2/`) and the
+    /// dashboard (`/ui/`) are.
+    pub https: Option<String>,
+    /// The process.
+    pub child: Child,
+}
+
+impl Serve {
+    /// Starts `serve --data DATA --listen LISTEN` with `extra` arguments and waits (20 s at most)
+    /// until it says where it listens: the agent channel, and the HTTPS listener when `extra`
+    /// holds `--http`.
+    pub fn start(data: &str, listen: &str, extra: &[&str]) -> Serve {
+        let limit = Duration::from_secs(20);
+        let mut child = Command::new(bin("picket-collector"))
+            .args(["serve", "--data", data, "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting picket-collector serve");
+        let out = lines(child.stdout.take().expect("piped"));
+        let err = lines(child.stderr.take().expect("piped"));
+        let child = Child(child);
+        let line = wait_line(&out, "agent channel listening on", limit);
+        let channel = line.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+        let https = extra.contains(&"--http").then(|| {
+            let line = wait_line(&out, "TAXII 2.1 server listening on", limit);
+            line.split_whitespace()
+                .find(|w| w.starts_with("https://"))
+                .and_then(|w| w.strip_suffix("/taxii2/"))
+                .unwrap_or_else(|| panic!("no https://ADDR/taxii2/ in {line:?}"))
+                .to_owned()
+        });
+        Serve {
+            out,
+            err,
+            channel,
+            https,
+            child,
+        }
+    }
+
+    /// The HTTPS listener's `ADDR:PORT` (started with `--http`).
+    pub fn https_addr(&self) -> &str {
+        self.https
+            .as_deref()
+            .and_then(|u| u.strip_prefix("https://"))
+            .expect("serve was started with --http")
+    }
+}
+
 /// `picket-agent run --config CONFIG`, the daemon, with its output read line by line as it
 /// comes. Killed (SIGKILL) when dropped, unless it exited first.
 #[derive(Debug)]

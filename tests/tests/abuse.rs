@@ -28,14 +28,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use picket_agent::link::{self, tls, LinkError, Session};
-use picket_e2e::{bin, lines, ok, wait_line, Child, Collector};
+use picket_e2e::{ok, Collector};
 use picket_proto::wire::{
     self, Batch, ClientMsg, ErrorCode, Fetch, Heartbeat, Hello, ObservedKind, ScanStats, ServerMsg,
     SightingReport, WireError, MAX_CLIENT_FRAME, MAX_SERVER_FRAME,
@@ -71,13 +69,10 @@ const MIB: f64 = (1 << 20) as f64;
 /// loopback port. Dropping it kills `serve`.
 struct Serve {
     /// The serve process, killed on drop (first: fields drop in order, and the data directory
-    /// goes with `c`).
-    child: Child,
+    /// goes with `c`); its output is drained by threads so it never blocks on a full pipe.
+    serve: picket_e2e::Serve,
     c: Collector,
     addr: String,
-    /// serve's stdout and stderr, drained by threads so it never blocks on a full pipe.
-    _out: Receiver<String>,
-    _err: Receiver<String>,
     /// The indicator id of each of [`NAMED`], and back.
     ids: BTreeMap<String, String>,
     names: BTreeMap<String, String>,
@@ -137,23 +132,12 @@ impl Serve {
             names.insert(id, name.to_owned());
         }
         drop(store);
-        let mut child = Command::new(bin("picket-collector"))
-            .args(["serve", "--data", c.data(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = lines(child.stdout.take().unwrap());
-        let err = lines(child.stderr.take().unwrap());
-        let child = Child(child);
-        let line = wait_line(&out, "agent channel listening on", Duration::from_secs(20));
-        let addr = line.rsplit(' ').next().unwrap().trim().to_owned();
+        let serve = picket_e2e::Serve::start(c.data(), "127.0.0.1:0", &[]);
+        let addr = serve.channel.clone();
         Serve {
-            child,
+            serve,
             c,
             addr,
-            _out: out,
-            _err: err,
             ids,
             names,
         }
@@ -170,7 +154,7 @@ impl Serve {
     }
 
     fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.serve.child.0.id()
     }
 
     /// A token for `uses` enrolments.

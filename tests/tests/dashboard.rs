@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, lines, ok, python, run, s, wait_line, Child, Collector, EICAR, EICAR_SHA256};
+use picket_e2e::{bin, lines, ok, python, run, s, Child, Collector, Serve, EICAR, EICAR_SHA256};
 use serde_json::{json, Value};
 
 const INDICATOR: &str = "indicator--6b1d3c2a-4e5f-4a7b-8c9d-0e1f2a3b4c5d";
@@ -152,32 +152,9 @@ fn an_operator_logs_in_sees_the_loop_and_marks_a_false_positive_in_chromium() {
         Some(2)
     );
 
-    let mut serve = Command::new(bin("picket-collector"))
-        .args([
-            "serve",
-            "--data",
-            c.data(),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(serve.stdout.take().unwrap());
-    let _err = lines(serve.stderr.take().unwrap());
-    let _serve = Child(serve);
-    let channel = wait_line(&out, "agent channel listening on", Duration::from_secs(20));
-    let channel = channel.rsplit(' ').next().unwrap().trim().to_owned();
-    let http = wait_line(&out, "TAXII 2.1 server listening on", Duration::from_secs(20));
-    let base = http
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap()
-        .trim_end_matches("/taxii2/")
-        .to_owned();
+    let serve = Serve::start(c.data(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    let channel = serve.channel.clone();
+    let base = serve.https.clone().unwrap();
 
     // An agent that finds the EICAR file under a hostile name.
     let token = ok("picket-collector", &["token", "create", "--data", c.data()]);

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, lines, ok, s, wait_line, Child, Collector};
+use picket_e2e::{bin, lines, ok, s, wait_line, Child, Collector, Serve};
 
 /// A collector with a published set, its root key moved offline, serving on a loopback port.
 struct Serving {
+    /// Killed on drop, before the data directory in `c` goes.
+    _serve: Serve,
     c: Collector,
     addr: String,
-    _serve: Child,
 }
 
 impl Serving {
@@ -28,19 +29,11 @@ impl Serving {
             &["275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"],
         );
         c.publish(&[]);
-        let mut child = Command::new(bin("picket-collector"))
-            .args(["serve", "--data", c.data(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = lines(child.stdout.take().unwrap());
-        let line = wait_line(&out, "agent channel listening on", Duration::from_secs(20));
-        let addr = line.rsplit(' ').next().unwrap().trim().to_owned();
+        let serve = Serve::start(c.data(), "127.0.0.1:0", &[]);
         Serving {
+            addr: serve.channel.clone(),
+            _serve: serve,
             c,
-            addr,
-            _serve: Child(child),
         }
     }
 

@@ -10,14 +10,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use picket_e2e::{bin, lines, ok, run, s, wait_line, Child, Collector, EICAR, EICAR_SHA256};
+use picket_e2e::{bin, lines, ok, run, s, wait_line, Child, Collector, Serve, EICAR, EICAR_SHA256};
 
 /// A collector with its root key moved offline and `serve` running on a loopback port.
 struct Live {
     c: Collector,
-    serve: Option<Child>,
-    serve_out: Option<Receiver<String>>,
-    serve_err: Option<Receiver<String>>,
+    serve: Option<Serve>,
     addr: String,
 }
 
@@ -47,8 +45,6 @@ impl Live {
         let mut live = Live {
             c,
             serve: None,
-            serve_out: None,
-            serve_err: None,
             addr: "127.0.0.1:0".into(),
         };
         live.serve();
@@ -57,26 +53,14 @@ impl Live {
 
     /// Starts `serve` on the address it had (port 0 the first time) and waits until it listens.
     fn serve(&mut self) {
-        let mut child = Command::new(bin("picket-collector"))
-            .args(["serve", "--data", self.c.data(), "--listen", &self.addr])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = lines(child.stdout.take().unwrap());
-        let err = lines(child.stderr.take().unwrap());
-        let line = wait_line(&out, "agent channel listening on", Duration::from_secs(20));
-        self.addr = line.rsplit(' ').next().unwrap().trim().to_owned();
-        self.serve = Some(Child(child));
-        self.serve_out = Some(out);
-        self.serve_err = Some(err);
+        let serve = Serve::start(self.c.data(), &self.addr, &[]);
+        self.addr = serve.channel.clone();
+        self.serve = Some(serve);
     }
 
     /// Kills `serve` (SIGKILL: no goodbye to anyone).
     fn kill_serve(&mut self) {
         self.serve = None;
-        self.serve_out = None;
-        self.serve_err = None;
     }
 
     fn token(&self, extra: &[&str]) -> String {

@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use picket_e2e::{
-    bin, eicar_indicator, import_ok, lines, ok, python, s, wait_line, Child, Collector, SetSigner, EICAR,
+    bin, eicar_indicator, import_ok, lines, ok, python, s, wait_line, Child, Collector, Serve, SetSigner,
+    EICAR,
 };
 
 /// Parses exposition text with `prometheus_client.parser.text_string_to_metric_families` into
@@ -244,26 +245,13 @@ fn serve_logs_json_lines_with_the_event_and_its_level() {
     );
     fs::remove_file(&gone).unwrap();
     fs::rename(c.root_key(), c.tmp.path().join("offline.key")).unwrap();
-    let mut child = Command::new(bin("picket-collector"))
-        .args([
-            "serve",
-            "--data",
-            c.data(),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let stdout = lines(child.stdout.take().unwrap());
-    let _guard = Child(child);
-    let line = wait_line(&stderr, "source gone", Duration::from_secs(20));
+    let serve = Serve::start(
+        c.data(),
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0", "--log-format", "json"],
+    );
+    let stderr = &serve.err;
+    let line = wait_line(stderr, "source gone", Duration::from_secs(20));
     let v: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
     assert_eq!(v["level"], "ERROR", "{line}");
@@ -277,19 +265,12 @@ fn serve_logs_json_lines_with_the_event_and_its_level() {
 
     // The TAXII server and the dashboard log the same way: plain HTTP sent to the TLS port is
     // one JSON warning naming the peer, not a bare stderr line.
-    let listening = wait_line(&stdout, "TAXII 2.1 server listening", Duration::from_secs(20));
-    let addr = listening
-        .split("https://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/taxii2/"))
-        .unwrap()
-        .to_owned();
-    let mut plain = TcpStream::connect(&addr).unwrap();
+    let mut plain = TcpStream::connect(serve.https_addr()).unwrap();
     plain
         .write_all(b"GET /taxii2/ HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     drop(plain);
-    let line = wait_line(&stderr, "TAXII 127.0.0.1:", Duration::from_secs(20));
+    let line = wait_line(stderr, "TAXII 127.0.0.1:", Duration::from_secs(20));
     let v: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
     assert_eq!(v["level"], "WARN", "{line}");

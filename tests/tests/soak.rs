@@ -38,7 +38,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use picket_agent::link::{self, tls, Session};
-use picket_e2e::{bin, lines, ok, run, s, wait_line, Child, SetSigner, EICAR, EICAR_SHA256};
+use picket_e2e::{bin, lines, ok, run, s, wait_line, Child, Serve, SetSigner, EICAR, EICAR_SHA256};
 use picket_proto::wire::{self, Batch, ClientMsg, ObservedKind, ServerMsg, SightingReport};
 use picket_proto::{EnrollToken, Limits, Record, Snapshot, Trusted};
 
@@ -223,8 +223,7 @@ impl Drop for Tmpfs {
 struct Live {
     tmp: tempfile::TempDir,
     data: PathBuf,
-    serve: Option<Child>,
-    _serve_out: Option<Receiver<String>>,
+    serve: Option<Serve>,
     addr: String,
     published: u64,
 }
@@ -259,7 +258,6 @@ impl Live {
             tmp,
             data,
             serve: None,
-            _serve_out: None,
             addr: "127.0.0.1:0".into(),
             published: 0,
         };
@@ -282,24 +280,14 @@ impl Live {
 
     /// Starts `serve` on its address (port 0 the first time) and waits until it listens.
     fn serve(&mut self) {
-        let mut child = Command::new(bin("picket-collector"))
-            .args(["serve", "--data", self.data(), "--listen", &self.addr])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = lines(child.stdout.take().unwrap());
-        let child = Child(child);
-        let line = wait_line(&out, "agent channel listening on", Duration::from_secs(20));
-        self.addr = line.rsplit(' ').next().unwrap().trim().to_owned();
-        self.serve = Some(child);
-        self._serve_out = Some(out);
+        let serve = Serve::start(self.data(), &self.addr, &[]);
+        self.addr = serve.channel.clone();
+        self.serve = Some(serve);
     }
 
     /// SIGKILLs `serve`.
     fn kill_serve(&mut self) {
         self.serve = None;
-        self._serve_out = None;
     }
 
     fn token(&self, uses: u32) -> String {
