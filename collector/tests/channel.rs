@@ -24,21 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+mod common;
+use common::run_collector;
 
-fn collector_bin(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_picket-collector"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "picket-collector {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
 
 /// A data directory with one published set, and the server running over it.
 struct Fixture {
@@ -52,7 +41,7 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("collector");
         let d = data.to_str().unwrap();
-        collector_bin(&["init", "--data", d, "--org", "Test Org"]);
+        run_collector(&["init", "--data", d, "--org", "Test Org"]);
         // Enough indicators that a delta adding one is smaller than the snapshot (and kept).
         let list = tmp.path().join("feed.txt");
         let mut feed = format!("{EICAR_SHA256}\n");
@@ -63,8 +52,8 @@ impl Fixture {
             feed.push('\n');
         }
         std::fs::write(&list, feed).unwrap();
-        collector_bin(&["ingest", "--data", d, list.to_str().unwrap()]);
-        collector_bin(&["publish", "--data", d]);
+        run_collector(&["ingest", "--data", d, list.to_str().unwrap()]);
+        run_collector(&["publish", "--data", d]);
         let dir = DataDir::open(&data).unwrap();
         let mut settings = Settings::from_config(dir.config(), &dir.config_path()).unwrap();
         settings.listen = "127.0.0.1:0".parse().unwrap();
@@ -86,7 +75,7 @@ impl Fixture {
     }
 
     fn token(&self) -> String {
-        collector_bin(&["token", "create", "--data", self.d(), "--uses", "10"])
+        run_collector(&["token", "create", "--data", self.d(), "--uses", "10"])
             .trim()
             .to_owned()
     }
@@ -115,8 +104,8 @@ impl Fixture {
     fn publish_more(&self, value: &str) {
         let list = self.tmp.path().join(format!("more-{value}.txt"));
         std::fs::write(&list, format!("{value}\n")).unwrap();
-        collector_bin(&["ingest", "--data", self.d(), list.to_str().unwrap()]);
-        collector_bin(&["publish", "--data", self.d()]);
+        run_collector(&["ingest", "--data", self.d(), list.to_str().unwrap()]);
+        run_collector(&["publish", "--data", self.d()]);
     }
 }
 
@@ -563,7 +552,7 @@ async fn revocation_ends_a_live_session_within_a_second() {
     let agent = enrol(&fx, &fx.token(), [1; 32]).await;
     let mut conn = session(&fx, &agent).await;
     conn.send(&heartbeat_msg()).await;
-    collector_bin(&["agents", "revoke", "--data", fx.d(), &agent.id]);
+    run_collector(&["agents", "revoke", "--data", fx.d(), &agent.id]);
     let start = Instant::now();
     let e = conn.refused(ErrorCode::Revoked).await;
     assert!(e.message.contains(&agent.id), "{e}");
@@ -589,7 +578,7 @@ async fn new_versions_are_pushed_and_each_fetch_gets_what_it_needs() {
         panic!("expected set version 1");
     };
     let exported = fx.tmp.path().join("v1.pkt");
-    collector_bin(&[
+    run_collector(&[
         "export-set",
         "--data",
         fx.d(),
@@ -709,14 +698,14 @@ async fn sightings_are_counted_once_and_always_under_the_sender() {
     };
     assert_eq!(of(&a.id), vec![5]);
     assert_eq!(of(&b.id), vec![2]);
-    let json = collector_bin(&["sightings", "--data", fx.d(), "--json"]);
+    let json = run_collector(&["sightings", "--data", fx.d(), "--json"]);
     let line: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(line["indicator"], eicar.as_str());
     assert_eq!(line["hosts"], 2);
     assert_eq!(line["count"], 7);
     assert_eq!(line["first_seen"], picket_proto::rfc3339(seen()));
     assert_eq!(line["observed"], serde_json::json!(["file"]));
-    let alarms = collector_bin(&["alarms", "--data", fx.d(), "--json"]);
+    let alarms = run_collector(&["alarms", "--data", fx.d(), "--json"]);
     assert!(alarms.contains("\"kind\":\"sequence-gap\""), "{alarms}");
     assert!(alarms.contains(&a.id), "{alarms}");
     assert!(alarms.contains("batch 2 missing"), "{alarms}");
@@ -1172,15 +1161,15 @@ async fn what_agents_wrote_reaches_the_operator_without_control_characters() {
     .await;
     assert!(matches!(conn.recv().await, Some(ServerMsg::Ack { .. })));
     drop(conn);
-    let agents = collector_bin(&["agents", "list", "--data", fx.d()]);
-    let sightings = collector_bin(&["sightings", "--data", fx.d()]);
+    let agents = run_collector(&["agents", "list", "--data", fx.d()]);
+    let sightings = run_collector(&["sightings", "--data", fx.d()]);
     for out in [&agents, &sightings] {
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
     }
     assert!(agents.contains("agent 0.1.0?]0;pwned??[2J"), "{agents}");
     assert!(sightings.contains("what=sha256?[31m"), "{sightings}");
     // JSON keeps the exact string, escaped.
-    let json = collector_bin(&["agents", "list", "--data", fx.d(), "--json"]);
+    let json = run_collector(&["agents", "list", "--data", fx.d(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["agent_version"], "0.1.0\u{1b}]0;pwned\u{7}\u{1b}[2J");
     assert!(!json.contains('\u{1b}'), "{json:?}");

@@ -17,6 +17,8 @@ use picket_collector::share::{preview, Held};
 use picket_proto::{Severity, Tlp};
 use serde_json::{json, Value};
 
+mod common;
+
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
 const NOW_MS: i64 = NOW * 1000;
@@ -55,31 +57,14 @@ fn data_dir(tmp: &Path, extra: &str) -> PathBuf {
     data
 }
 
+/// Ingests `file` as source `source`, stored 50 hours before [`NOW`].
 fn ingest(data: &Path, file: &Path, source: &str) {
-    let defaults = Defaults {
-        source: source.into(),
-        tlp: Tlp::Green,
-        confidence: 50,
-        severity: Severity::Medium,
-    };
-    let batch = parse_file(file, &fs::read_to_string(file).unwrap(), &defaults).unwrap();
-    let dir = DataDir::open(data).unwrap();
-    dir.store()
-        .unwrap()
-        .upsert_batch(&batch, source, NOW - 50 * H)
-        .unwrap();
+    common::ingest_file(data, file, source, NOW - 50 * H);
 }
 
 /// An agent here reported `indicator` (stored id) seven times.
 fn sighted_here(data: &Path, indicator: &str) {
-    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
-    conn.execute(
-        "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
-                                count, set_version, received)
-         VALUES (1, 'agent-1', ?1, 'file-hash', 'file', '', ?2, ?3, 7, 1, ?3)",
-        rusqlite::params![indicator, NOW - 30 * H, NOW - 20 * H],
-    )
-    .unwrap();
+    common::record_sighting(data, "agent-1", indicator, "", NOW - 30 * H, NOW - 20 * H);
 }
 
 /// A STIX sighting of `of`: id `sighting--<n>…`, version `modified`.

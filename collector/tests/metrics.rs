@@ -20,6 +20,8 @@ use picket_collector::metrics::{self, Access};
 use picket_collector::publish::{self, Input};
 use picket_proto::{Role, Tlp};
 
+use common::run_collector;
+
 /// One sample: its name, labels and value.
 type Sample = (String, BTreeMap<String, String>, f64);
 
@@ -94,26 +96,12 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn collector(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_picket-collector"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "picket-collector {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A data directory made by the real binary, with three sources: a good list, a list with a
 /// bad line, and a file that is not there.
 fn data_dir(tmp: &Path) -> PathBuf {
     let data = tmp.join("collector");
     let d = data.to_str().unwrap();
-    collector(&["init", "--data", d, "--org", "Metrics Org"]);
+    run_collector(&["init", "--data", d, "--org", "Metrics Org"]);
     let good = tmp.join("good.txt");
     std::fs::write(&good, format!("{}\n", "ab".repeat(32))).unwrap();
     let bad = tmp.join("bad.txt");
@@ -121,7 +109,7 @@ fn data_dir(tmp: &Path) -> PathBuf {
     let gone = tmp.join("gone.txt");
     std::fs::write(&gone, "").unwrap();
     for (name, path) in [("good", &good), ("bad", &bad), ("gone", &gone)] {
-        collector(&[
+        run_collector(&[
             "source",
             "add",
             "--data",
@@ -302,7 +290,7 @@ fn metrics_are_off_until_a_token_file_exists_and_need_that_token() {
     assert!(!metrics::enabled(&dir));
 
     // The command writes the token (0600) and prints it once on stdout.
-    let printed = collector(&["metrics", "token", "--data", data.to_str().unwrap()]);
+    let printed = run_collector(&["metrics", "token", "--data", data.to_str().unwrap()]);
     let token = printed.trim();
     assert_eq!(token.len(), 64, "{printed:?}");
     let path = metrics::token_path(&dir);
@@ -332,7 +320,7 @@ fn metrics_are_off_until_a_token_file_exists_and_need_that_token() {
     }
 
     // A new token replaces the old one at once, without a restart.
-    let again = collector(&["metrics", "token", "--data", data.to_str().unwrap()]);
+    let again = run_collector(&["metrics", "token", "--data", data.to_str().unwrap()]);
     assert_ne!(again.trim(), token);
     assert!(!metrics::authorised(&dir, Some(&format!("Bearer {token}"))));
     assert!(metrics::authorised(

@@ -10,12 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use picket_collector::ingest::{parse_event, parse_feed_dir, parse_file, Batch, Defaults, Item};
 use picket_collector::CollectorError;
 use picket_proto::{FileCondition, Hash, HashKind, NamePattern, Observable, Record, Severity, Tlp};
 use serde_json::json;
+
+mod common;
+use common::shared_data;
 
 fn defaults() -> Defaults {
     Defaults {
@@ -24,20 +27,6 @@ fn defaults() -> Defaults {
         confidence: 70,
         severity: Severity::Medium,
     }
-}
-
-fn shared_misp() -> PathBuf {
-    let base = std::env::var_os("PICKET_SHARED_DATA").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
-        PathBuf::from,
-    );
-    let dir = base.join("misp");
-    assert!(
-        dir.is_dir(),
-        "{}: the shared MISP examples are missing (set PICKET_SHARED_DATA to the shared data directory)",
-        dir.display()
-    );
-    dir
 }
 
 fn ingest(path: &Path) -> Batch {
@@ -70,7 +59,7 @@ fn kinds(batch: &Batch) -> BTreeMap<&'static str, usize> {
 #[test]
 fn every_shared_misp_file_ingests() {
     let mut seen = 0;
-    for entry in fs::read_dir(shared_misp()).unwrap() {
+    for entry in fs::read_dir(shared_data("misp")).unwrap() {
         let path = entry.unwrap().path();
         let batch = ingest(&path);
         assert!(
@@ -97,7 +86,7 @@ fn every_shared_misp_file_ingests() {
 /// plus 12 addresses = 49 items; 7 + 12 = 19 domains and 2 to_ids-false attributes unsupported.
 #[test]
 fn existing_event_yields_its_37_file_objects_as_one_indicator_each() {
-    let path = shared_misp().join("existing_event.json");
+    let path = shared_data("misp").join("existing_event.json");
     let text = fs::read_to_string(&path).unwrap();
     let batch = ingest(&path);
     assert_eq!(batch.items.len(), 49);
@@ -169,7 +158,7 @@ fn existing_event_yields_its_37_file_objects_as_one_indicator_each() {
 /// two links, the comment and the text are context; a registry key is not matchable.
 #[test]
 fn small_event_with_hash_attributes() {
-    let batch = ingest(&shared_misp().join("57c4445b-c548-4654-af0b-4be3950d210f.json"));
+    let batch = ingest(&shared_data("misp").join("57c4445b-c548-4654-af0b-4be3950d210f.json"));
     assert_eq!(batch.items.len(), 4);
     assert_eq!(
         kinds(&batch),
@@ -201,7 +190,7 @@ fn small_event_with_hash_attributes() {
 /// indicators (MISP sightings are not read by this parser).
 #[test]
 fn sighting_file_is_an_event_of_domains_and_a_url() {
-    let batch = ingest(&shared_misp().join("sighting_1.json"));
+    let batch = ingest(&shared_data("misp").join("sighting_1.json"));
     assert!(batch.items.is_empty(), "{:?}", batch.items);
     assert_eq!(
         reasons(&batch),
@@ -218,7 +207,7 @@ fn sighting_file_is_an_event_of_domains_and_a_url() {
 
 #[test]
 fn truncated_shared_event_names_file_and_position() {
-    let path = shared_misp().join("existing_event.json");
+    let path = shared_data("misp").join("existing_event.json");
     let text = fs::read_to_string(&path).unwrap();
     let cut = &text[..text.len() / 2];
     let err = parse_file(&path, cut, &defaults()).unwrap_err().to_string();

@@ -18,6 +18,9 @@ use picket_collector::store::Source;
 use picket_proto::{Observable, Severity, Tlp};
 use serde_json::{json, Value};
 
+mod common;
+use common::record_sighting;
+
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
 const MISP_HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -120,22 +123,16 @@ fn data_dir(tmp: &Path, canary: &str) -> (PathBuf, Vec<String>) {
         format!("indicator--{RED_UUID}"),
         list_id,
     ];
-    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
     for id in &ids {
         for n in 0..3 {
-            conn.execute(
-                "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
-                                        count, set_version, received)
-                 VALUES (1, ?1, ?2, 'file-hash', 'file', ?3, ?4, ?5, 7, 1, ?5)",
-                rusqlite::params![
-                    format!("agent-{canary}-{n}"),
-                    id,
-                    format!("/home/{canary}/Downloads/{canary}.exe"),
-                    NOW - 30 * H,
-                    NOW - 20 * H,
-                ],
-            )
-            .unwrap();
+            record_sighting(
+                &data,
+                &format!("agent-{canary}-{n}"),
+                id,
+                &format!("/home/{canary}/Downloads/{canary}.exe"),
+                NOW - 30 * H,
+                NOW - 20 * H,
+            );
         }
     }
     (data, ids)

@@ -10,15 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use picket_collector::datadir::DataDir;
-use picket_collector::ingest::{parse_file, Defaults};
 use picket_collector::share::{
     bundle, decide, Candidate, Community, Decision, Disclosure, IndicatorObject, MarkingVersion, OrgSighting,
     Outgoing, OwnSightings,
 };
-use picket_proto::{Severity, Tlp};
+use picket_proto::Tlp;
 
 mod common;
-use common::python;
+use common::{ingest_file, python, record_sighting};
 
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
@@ -183,40 +182,22 @@ fn data_dir(tmp: &Path, canary: &str) -> PathBuf {
         "\n[[community]]\nname = \"isac\"\nk = 2\ntlp_ceiling = \"amber\"\ndisclosure = \"organisation\"\n",
     );
     fs::write(data.join("picket.toml"), cfg).unwrap();
-    let dir = DataDir::open(&data).unwrap();
     let list = tmp.join("iocs.txt");
     fs::write(
         &list,
         "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f\n",
     )
     .unwrap();
-    let defaults = Defaults {
-        source: "iocs.txt".into(),
-        tlp: Tlp::Green,
-        confidence: 50,
-        severity: Severity::Medium,
-    };
-    let batch = parse_file(&list, &fs::read_to_string(&list).unwrap(), &defaults).unwrap();
-    let id = batch.items[0].indicator.id.clone();
-    dir.store()
-        .unwrap()
-        .upsert_batch(&batch, "iocs.txt", NOW - 50 * H)
-        .unwrap();
-    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
+    let id = ingest_file(&data, &list, "iocs.txt", NOW - 50 * H).remove(0);
     for n in 0..3 {
-        conn.execute(
-            "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
-                                    count, set_version, received)
-             VALUES (1, ?1, ?2, 'file-hash', 'file', ?3, ?4, ?5, 7, 1, ?5)",
-            rusqlite::params![
-                format!("agent-{canary}-{n}"),
-                id,
-                format!("~/{canary}/Downloads/{canary}.exe"),
-                NOW - 30 * H,
-                NOW - 20 * H,
-            ],
-        )
-        .unwrap();
+        record_sighting(
+            &data,
+            &format!("agent-{canary}-{n}"),
+            &id,
+            &format!("~/{canary}/Downloads/{canary}.exe"),
+            NOW - 30 * H,
+            NOW - 20 * H,
+        );
     }
     data
 }

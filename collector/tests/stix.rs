@@ -36,7 +36,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 mod common;
-use common::python;
+use common::{python, shared_data};
 
 fn defaults() -> Defaults {
     Defaults {
@@ -45,20 +45,6 @@ fn defaults() -> Defaults {
         confidence: 60,
         severity: Severity::High,
     }
-}
-
-fn shared_stix() -> PathBuf {
-    let base = std::env::var_os("PICKET_SHARED_DATA").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
-        PathBuf::from,
-    );
-    let dir = base.join("stix");
-    assert!(
-        dir.is_dir(),
-        "{}: the shared STIX examples are missing (set PICKET_SHARED_DATA to the shared data directory)",
-        dir.display()
-    );
-    dir
 }
 
 fn ingest(path: &Path) -> Batch {
@@ -139,7 +125,7 @@ fn expected() -> Vec<Expected> {
 #[test]
 fn every_shared_bundle_ingests_with_the_expected_counts() {
     let expected = expected();
-    let mut files: Vec<String> = fs::read_dir(shared_stix())
+    let mut files: Vec<String> = fs::read_dir(shared_data("stix"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -151,7 +137,7 @@ fn every_shared_bundle_ingests_with_the_expected_counts() {
         "every shared STIX file has its expected counts here"
     );
     for (file, items, unsupported) in expected {
-        let path = shared_stix().join(file);
+        let path = shared_data("stix").join(file);
         assert!(
             is_stix(&fs::read_to_string(&path).unwrap()),
             "{file} is routed to STIX"
@@ -173,7 +159,7 @@ fn every_shared_bundle_ingests_with_the_expected_counts() {
 
 #[test]
 fn apt1_and_poisonivy_translate_to_the_values_they_hold() {
-    let apt1 = ingest(&shared_stix().join("apt1.json"));
+    let apt1 = ingest(&shared_data("stix").join("apt1.json"));
     let got: BTreeSet<String> = apt1
         .items
         .iter()
@@ -199,7 +185,7 @@ fn apt1_and_poisonivy_translate_to_the_values_they_hold() {
         assert_eq!(item.indicator.meta.severity, Severity::High);
     }
 
-    let ivy = ingest(&shared_stix().join("poisonivy.json"));
+    let ivy = ingest(&shared_data("stix").join("poisonivy.json"));
     let by_id: BTreeMap<&str, &Observable> = ivy
         .items
         .iter()
@@ -230,7 +216,7 @@ fn apt1_and_poisonivy_translate_to_the_values_they_hold() {
     );
     // valid_from with microseconds, and the TLP marking of the marking-definitions example.
     assert_eq!(ivy.items[0].valid_from, Some(1_431_681_136));
-    let marked = ingest(&shared_stix().join("using-marking-definitions.json"));
+    let marked = ingest(&shared_data("stix").join("using-marking-definitions.json"));
     assert_eq!(marked.items[0].indicator.meta.tlp, Tlp::Amber);
     assert_eq!(
         marked.items[0].created_by.as_deref(),
@@ -242,7 +228,7 @@ fn apt1_and_poisonivy_translate_to_the_values_they_hold() {
 /// STIX (not to "this looks like JSON").
 #[test]
 fn truncated_bundle_is_an_error_with_its_position() {
-    let path = shared_stix().join("poisonivy.json");
+    let path = shared_data("stix").join("poisonivy.json");
     let text = fs::read_to_string(&path).unwrap();
     let cut = &text[..text.len() / 2];
     let err = parse_file(&path, cut, &defaults()).unwrap_err().to_string();
@@ -256,7 +242,7 @@ fn truncated_bundle_is_an_error_with_its_position() {
 // ---------------------------------------------------------------------------------------------
 
 fn small_bundle() -> String {
-    fs::read_to_string(shared_stix().join("malware-indicator-for-file-hash.json")).unwrap()
+    fs::read_to_string(shared_data("stix").join("malware-indicator-for-file-hash.json")).unwrap()
 }
 
 const PATTERN_WORDS: &[&str] = &[
@@ -844,7 +830,7 @@ fn atoms(rng: &mut Rng, obs: &Obs) -> Vec<(On, String)> {
 /// The pattern corpus: the shared bundles' patterns and generated ones.
 fn corpus(rng: &mut Rng, obs: &[Obs]) -> Vec<String> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(shared_stix()).unwrap() {
+    for entry in fs::read_dir(shared_data("stix")).unwrap() {
         let v: Value = serde_json::from_str(&fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
         for o in v["objects"].as_array().into_iter().flatten() {
             if let Some(p) = o["pattern"].as_str() {

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use picket_collector::datadir::DataDir;
 use picket_collector::taxii_server::{api, hash_password};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 mod common;
-use common::python;
+use common::{b64, python, taxii_client_config};
 
 const MIB: u64 = 1 << 20;
 const TAXII: &str = "application/taxii+json;version=2.1";
@@ -103,7 +102,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
-            config: Arc::new(client_config(&data)),
+            config: Arc::new(taxii_client_config(&data)),
             _tmp: tmp,
         };
         let says = "picket-collector: TAXII 2.1 server listening on https://";
@@ -181,39 +180,6 @@ impl Serve {
         let _ = tls.flush();
         read_reply(&mut tls)
     }
-}
-
-fn client_config(data: &Path) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(data.join("tls/ca.pem")).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config
-}
-
-fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in s.as_bytes().chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// One reply, and whether the server then closed the connection.
@@ -607,6 +573,24 @@ fn slow_clients(
         .collect()
 }
 
+/// While the slow clients `held` are open: after a second, a member is served `times` times,
+/// half a second apart. Then waits for every slow client to be closed. Returns how long each
+/// member's answer took and how long after opening each slow client was closed.
+fn served_while_held(
+    serve: &Serve,
+    times: usize,
+    held: Vec<thread::JoinHandle<Duration>>,
+) -> (Vec<Duration>, Vec<Duration>) {
+    thread::sleep(Duration::from_secs(1));
+    let mut served = Vec::new();
+    for _ in 0..times {
+        served.push(serve.member_is_served());
+        thread::sleep(Duration::from_millis(500));
+    }
+    let closed = held.into_iter().map(|h| h.join().unwrap()).collect();
+    (served, closed)
+}
+
 #[test]
 fn slow_clients_on_the_body_are_cut_off_at_the_body_deadline() {
     let serve = Serve::start();
@@ -624,14 +608,8 @@ fn slow_clients_on_the_body_are_cut_off_at_the_body_deadline() {
         Duration::from_secs(2),
         Duration::from_secs(75),
     );
-    thread::sleep(Duration::from_secs(1));
     // Meanwhile a member is served promptly, again and again.
-    let mut served = Vec::new();
-    for _ in 0..20 {
-        served.push(serve.member_is_served());
-        thread::sleep(Duration::from_millis(500));
-    }
-    let closed: Vec<Duration> = held.into_iter().map(|h| h.join().unwrap()).collect();
+    let (served, closed) = served_while_held(&serve, 20, held);
     let peak = peak.finish();
     let after = serve.rss();
     let (first, last) = (closed.iter().min().unwrap(), closed.iter().max().unwrap());
@@ -671,13 +649,7 @@ fn slow_clients_on_the_head_are_cut_off() {
         Duration::from_secs(2),
         Duration::from_secs(30),
     );
-    thread::sleep(Duration::from_secs(1));
-    let mut served = Vec::new();
-    for _ in 0..10 {
-        served.push(serve.member_is_served());
-        thread::sleep(Duration::from_millis(500));
-    }
-    let closed: Vec<Duration> = held.into_iter().map(|h| h.join().unwrap()).collect();
+    let (served, closed) = served_while_held(&serve, 10, held);
     let peak = peak.finish();
     eprintln!(
         "slow heads: 100 held, closed {:.1}s to {:.1}s after opening; a member served meanwhile in at most {:?}; serve RSS {:.1} MiB before, peak {:.1}",

@@ -19,16 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use picket_collector::datadir::DataDir;
-use picket_collector::ingest::{parse_file, Defaults};
 use picket_collector::share::OrgSighting;
 use picket_collector::taxii_server::{api, hash_password, Server, Source};
-use picket_proto::{Severity, Tlp};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 mod common;
-use common::python;
+use common::{b64, ingest_file, python, record_sighting, taxii_client_config};
 
 const H: i64 = 3600;
 const NOW: i64 = 1_750_000_000;
@@ -71,7 +68,6 @@ fn data_dir(tmp: &Path) -> (PathBuf, Vec<String>) {
         "00".repeat(32)
     ));
     fs::write(data.join("picket.toml"), cfg).unwrap();
-    let dir = DataDir::open(&data).unwrap();
     let list = tmp.join("iocs.txt");
     fs::write(
         &list,
@@ -79,27 +75,9 @@ fn data_dir(tmp: &Path) -> (PathBuf, Vec<String>) {
          3395856ce81f2b7382dee72602f798b642f14140\n",
     )
     .unwrap();
-    let defaults = Defaults {
-        source: "iocs.txt".into(),
-        tlp: Tlp::Green,
-        confidence: 50,
-        severity: Severity::Medium,
-    };
-    let batch = parse_file(&list, &fs::read_to_string(&list).unwrap(), &defaults).unwrap();
-    let ids: Vec<String> = batch.items.iter().map(|i| i.indicator.id.clone()).collect();
-    dir.store()
-        .unwrap()
-        .upsert_batch(&batch, "iocs.txt", NOW - 50 * H)
-        .unwrap();
-    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
+    let ids = ingest_file(&data, &list, "iocs.txt", NOW - 50 * H);
     for id in &ids {
-        conn.execute(
-            "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
-                                    count, set_version, received)
-             VALUES (1, 'agent-1', ?1, 'file-hash', 'file', '~/x/y.exe', ?2, ?3, 7, 1, ?3)",
-            rusqlite::params![id, NOW - 30 * H, NOW - 20 * H],
-        )
-        .unwrap();
+        record_sighting(&data, "agent-1", id, "~/x/y.exe", NOW - 30 * H, NOW - 20 * H);
     }
     (data, ids)
 }
@@ -124,24 +102,6 @@ fn start(data: &Path, ids: &[String]) -> Server {
     });
     let dir = DataDir::open(data).unwrap();
     Server::start_with(&dir, "127.0.0.1:0".parse().unwrap(), source).unwrap()
-}
-
-fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in s.as_bytes().chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 struct Reply {
@@ -217,22 +177,39 @@ fn read_reply(tls: &mut Tls) -> Reply {
 
 /// A TLS connection to the server, trusting the data directory's CA.
 fn connect(data: &Path, addr: SocketAddr) -> Tls {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(data.join("tls/ca.pem")).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(taxii_client_config(data)),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Runs `script` in the test Python, where `taxii2-client` is installed, with the arguments
+/// the server's discovery URL on `port`, the data directory's CA file and `extra`; fails the
+/// test unless it succeeds, and returns the JSON it prints.
+fn taxii2_client(script: &str, port: u16, data: &Path, extra: &[String]) -> Value {
+    // requests lets these override the `verify` the client is given: the test trusts only
+    // the data directory's CA.
+    let out = Command::new(python())
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("https://localhost:{port}/taxii2/"))
+        .arg(data.join("tls/ca.pem"))
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "taxii2-client failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
 }
 
 const TAXII: Option<&str> = Some("application/taxii+json;version=2.1");
@@ -266,24 +243,7 @@ print(json.dumps({"roots": roots, "pages": pages, "ids": ids, "whole": [o["id"] 
                   "after": len(after.get("objects", [])),
                   "manifest": len(manifest.get("objects", []))}))
 "#;
-    // requests lets these override the `verify` the client is given: the test trusts only
-    // the data directory's CA.
-    let out = Command::new(python())
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("CURL_CA_BUNDLE")
-        .arg("-c")
-        .arg(script)
-        .arg(format!("https://localhost:{port}/taxii2/"))
-        .arg(data.join("tls/ca.pem"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "taxii2-client failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = taxii2_client(script, port, &data, &[]);
     assert_eq!(r["roots"], serde_json::json!(["isac", "other"]));
     let whole: Vec<&str> = r["whole"]
         .as_array()
@@ -663,23 +623,7 @@ except requests.exceptions.HTTPError as e:
     seen["zoe"] = e.response.status_code
 print(json.dumps(seen))
 "#;
-    let out = Command::new(python())
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("CURL_CA_BUNDLE")
-        .arg("-c")
-        .arg(script)
-        .arg(format!("https://localhost:{port}/taxii2/"))
-        .arg(data.join("tls/ca.pem"))
-        .arg(bundle.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "taxii2-client failed:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = taxii2_client(script, port, &data, &[bundle.to_string()]);
     // wanda may only write isac: one API root, one collection, write-only.
     assert_eq!(
         r["roots"],

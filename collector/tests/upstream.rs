@@ -19,12 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use picket_collector::datadir::DataDir;
-use picket_collector::ingest::{parse_file, Defaults};
-use picket_proto::{Severity, Tlp};
 use serde_json::{json, Value};
 
 mod common;
-use common::python;
+use common::{ingest_file, python, record_sighting};
 
 const API_ROOT: &str = "api1";
 const COLLECTION: &str = "365fed99-08fa-fdcd-a1b3-fb247eb41d01";
@@ -433,7 +431,6 @@ fn data_dir(tmp: &Path, addr: &str) -> PathBuf {
         US.0
     ));
     fs::write(data.join("picket.toml"), cfg).unwrap();
-    let dir = DataDir::open(&data).unwrap();
     let feed = tmp.join("feed.json");
     let bundle = json!({
         "type": "bundle",
@@ -452,33 +449,16 @@ fn data_dir(tmp: &Path, addr: &str) -> PathBuf {
         }]
     });
     fs::write(&feed, bundle.to_string()).unwrap();
-    let defaults = Defaults {
-        source: "feed.json".into(),
-        tlp: Tlp::Green,
-        confidence: 50,
-        severity: Severity::Medium,
-    };
-    let batch = parse_file(&feed, &fs::read_to_string(&feed).unwrap(), &defaults).unwrap();
-    let id = batch.items[0].indicator.id.clone();
-    dir.store()
-        .unwrap()
-        .upsert_batch(&batch, "feed.json", t - 50 * H)
-        .unwrap();
-    let conn = rusqlite::Connection::open(data.join("picket.db")).unwrap();
+    let id = ingest_file(&data, &feed, "feed.json", t - 50 * H).remove(0);
     for n in 0..3 {
-        conn.execute(
-            "INSERT INTO sightings (org, agent, indicator, what, observed, location, first_seen, last_seen,
-                                    count, set_version, received)
-             VALUES (1, ?1, ?2, 'file-hash', 'file', ?3, ?4, ?5, 7, 1, ?5)",
-            rusqlite::params![
-                format!("agent-{n}"),
-                id,
-                format!("~/user{n}/Downloads/eicar.com"),
-                t - 30 * H,
-                t - 20 * H,
-            ],
-        )
-        .unwrap();
+        record_sighting(
+            &data,
+            &format!("agent-{n}"),
+            &id,
+            &format!("~/user{n}/Downloads/eicar.com"),
+            t - 30 * H,
+            t - 20 * H,
+        );
     }
     data
 }
