@@ -38,8 +38,10 @@ mkdir -p "$fuzz_dir/artifacts"
 failed=()
 for target in $(cargo fuzz list --fuzz-dir "$fuzz_dir"); do
     log="$fuzz_dir/artifacts/$target.log"
-    # -timeout: one input taking longer than 10 s counts as a hang, which fails the run.
-    if cargo fuzz run --fuzz-dir "$fuzz_dir" "$target" -- \
+    # -timeout: one input taking longer than 10 s counts as a hang, which fails the run. The
+    # outer timeout (SIGINT, then SIGKILL 30 s later) stops a run libFuzzer itself cannot.
+    if timeout --signal=INT --kill-after=30 $((seconds + 60)) \
+        cargo fuzz run --fuzz-dir "$fuzz_dir" "$target" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
         echo "smoke: $target: ok, ${execs:-?} execs in ${seconds} s"

@@ -1,8 +1,3 @@
 #![no_main]
-use picket_collector::ingest::{parse_csv, CsvOptions};
-libfuzzer_sys::fuzz_target!(|text: &str| drop(parse_csv(
-    std::path::Path::new("fuzz.csv"),
-    text,
-    &CsvOptions::default(),
-    &picket_fuzz::list_defaults()
-)));
+// The CSV reader, with the options an operator can set chosen by the input's first two bytes.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| picket_fuzz::csv(data));

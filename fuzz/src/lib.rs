@@ -47,11 +47,17 @@ pub fn update(data: &[u8]) {
 }
 
 /// Routes `target` as the TAXII server does, then reads its query parameters into a filter
-/// with the parameters each kind of endpoint allows (the lists `taxii_server` uses; `route`
-/// alone cannot say which endpoint a bad path would have been) and applies an accepted filter
-/// to a small fixed history. An accepted filter asks for a page of 1 to `MAX_PAGE` objects.
+/// with the parameters its endpoint allows (`api::allowed_params`, the server's own lists) and
+/// with every listing parameter, and applies an accepted filter to a small fixed history. An
+/// accepted filter asks for a page of 1 to `MAX_PAGE` objects.
 pub fn taxii_query(target: &str) {
-    use picket_collector::taxii_server::api::{self, Route};
+    use picket_collector::taxii_server::api;
+    let Some((route, params)) = api::route(target) else {
+        return;
+    };
+    // The server's own list for this endpoint, and the widest list too, so that every
+    // parameter's decoding is reached from any route.
+    let allowed = api::allowed_params(&route);
     const LISTING: &[&str] = &[
         "added_after",
         "limit",
@@ -61,23 +67,6 @@ pub fn taxii_query(target: &str) {
         "match[version]",
         "match[spec_version]",
     ];
-    const OBJECT: &[&str] = &[
-        "added_after",
-        "limit",
-        "next",
-        "match[version]",
-        "match[spec_version]",
-    ];
-    const VERSIONS: &[&str] = &["added_after", "limit", "next", "match[spec_version]"];
-    let Some((route, params)) = api::route(target) else {
-        return;
-    };
-    let allowed: &[&str] = match route {
-        Route::Objects(..) | Route::Manifest(..) => LISTING,
-        Route::Object(..) => OBJECT,
-        Route::Versions(..) => VERSIONS,
-        _ => &[],
-    };
     for allowed in [allowed, LISTING] {
         if let Ok(f) = api::filter(&params, allowed) {
             assert!(
@@ -147,6 +136,49 @@ pub fn misp_feed_manifest(text: &str) {
     }
 }
 
+/// What the TAXII client does with any body an upstream server sends: each resource decoder
+/// (envelope, discovery, API root, collections, status) and the error-message reader. Text
+/// from a server that reaches a message must be printable (no control characters that could
+/// forge a log line).
+pub fn taxii_response(data: &[u8]) {
+    use picket_collector::taxii;
+    let _ = taxii::parse_envelope(data);
+    let _ = taxii::parse_discovery(data);
+    let _ = taxii::parse_api_root(data);
+    let _ = taxii::parse_collections(data);
+    let _ = taxii::parse_status(data);
+    if let Some(detail) = taxii::error_detail(data) {
+        assert!(
+            !detail.chars().any(char::is_control),
+            "unprintable error detail {detail:?}"
+        );
+    }
+}
+
+/// The CSV reader with options an operator can set, chosen by the first two bytes (column by
+/// index or by name, delimiter, header detection, comment character), on the rest as text.
+pub fn csv(data: &[u8]) {
+    use picket_collector::ingest::{parse_csv, CsvColumn, CsvOptions};
+    let (&[a, b], rest) = data.split_at(data.len().min(2)) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let options = CsvOptions {
+        column: match a & 3 {
+            0 => CsvColumn::Index(0),
+            1 => CsvColumn::Index(usize::from(a >> 2)),
+            2 => CsvColumn::Name("sha256".to_owned()),
+            _ => CsvColumn::Name(" Indicator ".to_owned()),
+        },
+        delimiter: [',', ';', '\t', '|'][usize::from(b & 3)],
+        has_header: [None, Some(true), Some(false), None][usize::from((b >> 2) & 3)],
+        comment: [Some('#'), None, Some(';'), Some('"')][usize::from((b >> 4) & 3)],
+    };
+    let _ = parse_csv(std::path::Path::new("fuzz.csv"), text, &options, &list_defaults());
+}
+
 /// The `/metrics` bearer check on any `Authorization` header: `text` is the token (its first
 /// line, as the token file holds one) and the header (the rest). Access is granted only when the
 /// header carries that very token, and the right header is always granted.
@@ -165,7 +197,10 @@ pub fn metrics_auth(text: &str) {
         assert_eq!(got, Access::Denied, "metrics are on, so a wrong header is 401");
     }
     assert_eq!(judge(None, Some(header)), Access::Off);
-    assert_eq!(judge(Some(token), Some(&format!("Bearer {token}"))), Access::Granted);
+    assert_eq!(
+        judge(Some(token), Some(&format!("Bearer {token}"))),
+        Access::Granted
+    );
 }
 
 /// The number the `spool_batch` seed carries, and that the target asks of every input: a
@@ -190,6 +225,22 @@ pub fn spool_batch(data: &[u8]) {
             Ok(&batch),
             "a decoded batch does not survive re-encoding"
         );
+    }
+}
+
+/// Feeds `data` to the spool's state-file decoder as it is, and re-sealed (its last 32 bytes
+/// replaced by the SHA-256 of the rest) so that mutations reach the body. A state that decodes
+/// must encode back to the bytes it came from (one encoding per state).
+pub fn spool_state(data: &[u8]) {
+    use picket_agent::spool::{decode_state, encode_state};
+    let _ = decode_state(data);
+    let Some(split) = data.len().checked_sub(32) else {
+        return;
+    };
+    let mut sealed = data[..split].to_vec();
+    sealed.extend_from_slice(&sha256(&sealed));
+    if let Ok(state) = decode_state(&sealed) {
+        assert_eq!(decode_state(&encode_state(&state)), Ok(state), "no round trip");
     }
 }
 
@@ -263,8 +314,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ),
         (
             "csv",
+            // Two option bytes (0, 0: the defaults) before the text; see `csv`.
             "header".to_owned(),
-            b"\xef\xbb\xbf# banner\nsha256,note\r\n275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f,\"say \"\"hi\"\", twice\"\r\n\"198.51.100.7/24\", \"multi\nline\"\n".to_vec(),
+            b"\x00\x00\xef\xbb\xbf# banner\nsha256,note\r\n275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f,\"say \"\"hi\"\", twice\"\r\n\"198.51.100.7/24\", \"multi\nline\"\n".to_vec(),
         ),
         (
             "stix_bundle",
@@ -322,7 +374,60 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out.push(("x509", "ed25519".to_owned(), unhex(CERT_HEX)));
     out.push(("spool_batch", "two".to_owned(), spool_seed()));
     out.extend(collector_seeds());
+    out.extend(taxii_response_seeds());
+    out.push(("hash_cache", "two".to_owned(), hash_cache_seed()));
+    out.push((
+        "spool_state",
+        "one".to_owned(),
+        picket_agent::spool::encode_state(&picket_agent::spool::StateWire {
+            epoch: 0x5eed,
+            last_seq: 41,
+            dropped: 3,
+        }),
+    ));
     out
+}
+
+/// What an upstream TAXII server answers, one seed per resource `taxii_response` decodes.
+fn taxii_response_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    [
+        ("envelope", r#"{"more": true, "next": "abc", "objects": [{"type": "sighting", "spec_version": "2.1", "id": "sighting--11111111-1111-4111-8111-111111111111", "created": "2025-06-01T00:00:00.000Z", "modified": "2025-06-02T00:00:00.000Z", "sighting_of_ref": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f", "count": 3}]}"#),
+        ("discovery", r#"{"title": "ISAC", "default": "https://isac.example/api1/", "api_roots": ["https://isac.example/api1/", "/api2/"]}"#),
+        ("api-root", r#"{"title": "api1", "versions": ["application/taxii+json;version=2.1"], "max_content_length": 10485760}"#),
+        ("collections", r#"{"collections": [{"id": "0f3c2a8e-1b7d-4c55-9a0e-6d2b8f1e4a70", "title": "sightings", "can_read": true, "can_write": false, "media_types": ["application/stix+json;version=2.1"]}]}"#),
+        ("status", r#"{"id": "3c8f9a1e-7d2b-4e55-8a0e-6d2b8f1e4a70", "status": "complete", "total_count": 2, "success_count": 1, "failure_count": 1, "pending_count": 0, "successes": [{"id": "sighting--11111111-1111-4111-8111-111111111111", "version": "2025-06-02T00:00:00.000Z"}], "failures": [{"id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f", "version": "2025-06-02T00:00:00.000Z", "message": "not allowed"}]}"#),
+        ("error", "{\"title\": \"Unauthorized\", \"description\": \"bad\\u001b[31m credentials\", \"http_status\": \"401\"}"),
+    ]
+    .iter()
+    .map(|(name, text)| ("taxii_envelope", (*name).to_owned(), text.as_bytes().to_vec()))
+    .collect()
+}
+
+/// The entries of a hash cache file of two entries (what `hash_cache` decodes: the bytes
+/// between the 5-byte header and the 32-byte checksum).
+fn hash_cache_seed() -> Vec<u8> {
+    use picket_agent::cache::{HashCache, Identity};
+    let mut cache = HashCache::new(16);
+    for (ino, full) in [(7u64, true), (9, false)] {
+        let id = Identity {
+            dev: 2049,
+            ino,
+            size: 68,
+            mtime: 1_000,
+            mtime_nsec: 5,
+            ctime: 1_000,
+            ctime_nsec: 6,
+        };
+        let digests = picket_agent::digest::Digests {
+            md5: full.then_some([1; 16]),
+            sha1: full.then_some([2; 20]),
+            sha256: Some([3; 32]),
+        };
+        let hashed_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000);
+        assert!(cache.put(id, &digests, hashed_at), "a settled file is cached");
+    }
+    let file = cache.encode();
+    file[5..file.len() - 32].to_vec()
 }
 
 /// Seeds for the collector's query-string, configuration, MISP feed manifest and form targets.
@@ -747,6 +852,64 @@ mod tests {
         let batch = picket_agent::spool::decode_batch(&spool_seed(), epoch, seq).unwrap();
         assert_eq!(batch.items.len(), 2);
         spool_batch(&spool_seed());
+    }
+
+    /// Every target in fuzz_targets/ starts from at least one seed.
+    #[test]
+    fn every_target_has_a_seed() {
+        let seeded: std::collections::BTreeSet<&str> = seeds().iter().map(|(t, _, _)| *t).collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz_targets");
+        let mut targets = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let target = name.strip_suffix(".rs").unwrap();
+            assert!(
+                seeded.contains(target),
+                "fuzz target {target} has no seed in seeds()"
+            );
+            targets += 1;
+        }
+        assert!(targets >= 34, "{targets} targets");
+    }
+
+    /// The seeds of the TAXII client's decoders and of the hash cache decode, and the CSV seed
+    /// (its option bytes the defaults) gives its two indicators.
+    #[test]
+    fn the_taxii_response_hash_cache_and_csv_seeds_decode() {
+        use picket_collector::taxii;
+        let by = |name: &str| {
+            taxii_response_seeds()
+                .into_iter()
+                .find(|(_, n, _)| n == name)
+                .unwrap()
+                .2
+        };
+        assert_eq!(taxii::parse_envelope(&by("envelope")).unwrap().objects.len(), 1);
+        assert_eq!(
+            taxii::parse_discovery(&by("discovery")).unwrap().api_roots.len(),
+            2
+        );
+        taxii::parse_api_root(&by("api-root")).unwrap();
+        assert_eq!(taxii::parse_collections(&by("collections")).unwrap().len(), 1);
+        assert_eq!(taxii::parse_status(&by("status")).unwrap().failure_count, 1);
+        let detail = taxii::error_detail(&by("error")).unwrap();
+        assert!(detail.starts_with("Unauthorized: bad"), "{detail}");
+        for (_, _, bytes) in taxii_response_seeds() {
+            taxii_response(&bytes);
+        }
+        let cache = picket_agent::cache::decode_body(&hash_cache_seed(), 16).unwrap();
+        assert_eq!(cache.len(), 2);
+        let csv_seed = seeds().into_iter().find(|(t, _, _)| *t == "csv").unwrap().2;
+        let text = std::str::from_utf8(&csv_seed[2..]).unwrap();
+        let batch = picket_collector::ingest::parse_csv(
+            std::path::Path::new("seed.csv"),
+            text,
+            &picket_collector::ingest::CsvOptions::default(),
+            &list_defaults(),
+        )
+        .unwrap();
+        assert_eq!(batch.items.len(), 2);
+        csv(&csv_seed);
     }
 
     /// The collector seeds are accepted whole, so the fuzzer starts past the first error.

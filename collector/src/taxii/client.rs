@@ -85,7 +85,7 @@ pub struct StatusDetails {
 }
 
 /// Decodes a status resource. The caller has already capped `bytes` in size.
-fn parse_status(bytes: &[u8]) -> Result<Status, String> {
+pub fn parse_status(bytes: &[u8]) -> Result<Status, String> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("not a TAXII 2.1 status resource (not a JSON object)".to_owned());
     }

@@ -37,11 +37,12 @@ use sha1::{Digest, Sha1};
 use crate::ingest::{Batch, Defaults, MAX_INGEST_FILE};
 use crate::CollectorError;
 
-pub use client::{Client, ObjectsPage, Status, StatusDetails};
+pub use client::{parse_status, Client, ObjectsPage, Status, StatusDetails};
 pub use error::TaxiiError;
 pub use paging::{PageInfo, PageRequest, Paging, PagingError};
 pub use resources::{
-    check_media_type, parse_envelope, ApiRoot, Collection, Discovery, Envelope, TAXII_MEDIA_TYPE,
+    check_media_type, error_detail, parse_api_root, parse_collections, parse_discovery, parse_envelope,
+    ApiRoot, Collection, Discovery, Envelope, TAXII_MEDIA_TYPE,
 };
 pub use timestamp::Timestamp;
 

@@ -94,15 +94,18 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope, String> {
     decode(bytes, "envelope")
 }
 
-pub(crate) fn parse_discovery(bytes: &[u8]) -> Result<Discovery, String> {
+/// Decodes a discovery resource. The caller has already capped `bytes` in size.
+pub fn parse_discovery(bytes: &[u8]) -> Result<Discovery, String> {
     decode(bytes, "discovery resource")
 }
 
-pub(crate) fn parse_api_root(bytes: &[u8]) -> Result<ApiRoot, String> {
+/// Decodes an API root resource. The caller has already capped `bytes` in size.
+pub fn parse_api_root(bytes: &[u8]) -> Result<ApiRoot, String> {
     decode(bytes, "API root resource")
 }
 
-pub(crate) fn parse_collections(bytes: &[u8]) -> Result<Vec<Collection>, String> {
+/// Decodes a collections resource. The caller has already capped `bytes` in size.
+pub fn parse_collections(bytes: &[u8]) -> Result<Vec<Collection>, String> {
     decode::<Collections>(bytes, "collections resource").map(|c| c.collections)
 }
 
@@ -157,7 +160,7 @@ pub fn check_media_type(content_type: Option<&str>) -> Result<(), String> {
 
 /// A TAXII error message's title and description (TAXII 2.1), if the body is one,
 /// made safe to print.
-pub(crate) fn error_detail(body: &[u8]) -> Option<String> {
+pub fn error_detail(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct TaxiiErrorMessage {
         title: Option<String>,

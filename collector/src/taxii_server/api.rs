@@ -507,8 +507,32 @@ pub struct Filter {
     pub spec_versions: Option<Vec<String>>,
 }
 
+/// The query parameters an endpoint takes (TAXII 2.1, 5.1 and 5.3 to 5.6); no others.
+pub fn allowed_params(route: &Route) -> &'static [&'static str] {
+    match route {
+        Route::Objects(..) | Route::Manifest(..) => &[
+            "added_after",
+            "limit",
+            "next",
+            "match[id]",
+            "match[type]",
+            "match[version]",
+            "match[spec_version]",
+        ],
+        Route::Object(..) => &[
+            "added_after",
+            "limit",
+            "next",
+            "match[version]",
+            "match[spec_version]",
+        ],
+        Route::Versions(..) => &["added_after", "limit", "next", "match[spec_version]"],
+        _ => &[],
+    }
+}
+
 /// Reads the query parameters into a [`Filter`]; a 400 names the parameter that is wrong.
-/// `allowed` lists the parameters this endpoint takes.
+/// `allowed` lists the parameters this endpoint takes ([`allowed_params`]).
 pub fn filter(params: &[(String, String)], allowed: &[&str]) -> Result<Filter, Response> {
     let bad = |k: &str, why: &str| Response::error(400, "Bad Request", format!("query parameter {k}: {why}"));
     let list = |v: &str| v.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>();

@@ -1026,27 +1026,7 @@ fn handle_member(
             ));
         }
     }
-    let allowed: &[&str] = match &route {
-        Route::Objects(..) | Route::Manifest(..) => &[
-            "added_after",
-            "limit",
-            "next",
-            "match[id]",
-            "match[type]",
-            "match[version]",
-            "match[spec_version]",
-        ],
-        Route::Object(..) => &[
-            "added_after",
-            "limit",
-            "next",
-            "match[version]",
-            "match[spec_version]",
-        ],
-        Route::Versions(..) => &["added_after", "limit", "next", "match[spec_version]"],
-        _ => &[],
-    };
-    let mut filter = api::filter(&params, allowed)?;
+    let mut filter = api::filter(&params, api::allowed_params(&route))?;
     Ok(Step::Answer(match &route {
         Route::Discovery => Response::error(404, "Not Found", "no such TAXII resource"),
         Route::ApiRoot(r) => api::api_root(r),
