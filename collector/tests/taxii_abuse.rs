@@ -663,8 +663,14 @@ fn slow_clients_on_the_head_are_cut_off() {
     serve.member_is_served();
 }
 
+/// Taken by the tests that open a thousand connections or more, so that they do not run at
+/// the same time: their deadlines are timed, and thousands of sockets set up at once slow
+/// every server on the machine.
+static MANY_CONNECTIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_thousand_idle_connections_at_once_are_closed_and_cost_bounded_memory() {
+    let _alone = MANY_CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
     let serve = Serve::start();
     warm(&serve);
     let before = serve.rss();
@@ -731,4 +737,109 @@ fn a_thousand_idle_connections_at_once_are_closed_and_cost_bounded_memory() {
     );
     assert!(peak < before + 64 * MIB, "RSS grew from {before} to {peak}");
     serve.member_is_served();
+}
+
+/// A burst of `MAX_CONNECTIONS` connections at once is queued by the kernel, none dropped
+/// (regression: with the standard library's listen backlog of 128, a burst like this overflowed
+/// the queue hundreds of times, and each dropped connection waited a second to try again, so
+/// opening them took 5 to 7 s); with them held open, one more is closed as soon as it is
+/// accepted (it costs no TLS work and no task); once the held ones go, a member is served.
+#[test]
+fn a_burst_of_connections_is_queued_and_one_past_the_cap_is_closed_at_once() {
+    use picket_collector::taxii_server::MAX_CONNECTIONS;
+    let _alone = MANY_CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    // This process holds MAX_CONNECTIONS + 1 sockets, beside what the other tests running at
+    // the same time hold: raise its own open-file limit.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let want = (4 * MAX_CONNECTIONS) as u64;
+    assert!(
+        limit.maximum.is_none_or(|m| m >= want),
+        "the hard open-file limit {:?} is below the {want} this test needs",
+        limit.maximum
+    );
+    if limit.current.is_some_and(|c| c < want) {
+        rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(want),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+    }
+    let serve = Serve::start();
+    warm(&serve);
+    let overflows = listen_overflows();
+    let opened = Instant::now();
+    // Opened from 64 threads at once: one connect now and then waits out a dropped SYN (1 s),
+    // and the held connections must all be open well within the server's 15 s handshake
+    // timeout, which would free their slots.
+    let addr = serve.addr;
+    let held: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..MAX_CONNECTIONS / 64)
+                    .map(|_| TcpStream::connect(addr).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let all_open = opened.elapsed();
+    assert_eq!(
+        listen_overflows() - overflows,
+        0,
+        "connections of the burst were dropped by a full listen queue"
+    );
+    assert!(
+        all_open < Duration::from_secs(12),
+        "opening the held connections took {all_open:?}, too near the 15 s that would free them"
+    );
+    // Accepted in order: once the server has taken every held connection, the next is over
+    // the cap. It is closed without a byte, long before any deadline would close it.
+    let extra_opened = Instant::now();
+    let mut extra = TcpStream::connect(serve.addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 16];
+    let got = extra.read(&mut b);
+    let closed_after = extra_opened.elapsed();
+    assert!(
+        matches!(&got, Ok(0)) || matches!(&got, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the connection past the cap got {got:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(2),
+        "the connection past the cap was closed after {closed_after:?}, not at once"
+    );
+    // A held one is still open: the cap closed the newcomer, not the ones it was holding.
+    let mut first = &held[0];
+    first.set_nonblocking(true).unwrap();
+    assert!(
+        matches!(first.read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "a held connection was closed"
+    );
+    drop(held);
+    // The slots come back as the server reads the end of each closed connection.
+    std::thread::sleep(Duration::from_secs(2));
+    serve.member_is_served();
+    eprintln!(
+        "{MAX_CONNECTIONS} held connections (opened in {:.1}s): one more closed {:.1} ms after it connected",
+        all_open.as_secs_f64(),
+        closed_after.as_secs_f64() * 1000.0
+    );
+}
+
+/// The kernel's count of connections dropped because a listener's queue was full
+/// (`TcpExt: ListenOverflows` in /proc/net/netstat).
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let tcp_ext: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (names, values) = (tcp_ext[0].split_whitespace(), tcp_ext[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "ListenOverflows")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap()
 }

@@ -253,6 +253,25 @@ fn read_state(
     })
 }
 
+/// How many accepted connections the kernel may queue for a listener before the program takes
+/// them (the kernel caps it at `net.core.somaxconn`). The standard library's 128 made a burst of
+/// connections (agents reconnecting after a restart, a flood at the TAXII port) wait out
+/// dropped SYNs, a second each, while the server had room for them.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as the standard library
+/// sets it). Call inside a tokio runtime's context.
+pub(crate) fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Opens the data directory `data`, loads its TLS material, binds `settings.listen` and
     /// starts serving agents on a runtime of its own (two worker threads) and a writer thread.
@@ -291,17 +310,13 @@ impl Server {
         let refused = |what: &str, e: std::io::Error| {
             CollectorError::Refused(format!("agent channel: {what} {listen}: {e}"))
         };
-        // Bound with std and handed to the runtime, so that starting works from inside another
-        // runtime too (the tests run one).
-        let std_listener = std::net::TcpListener::bind(listen).map_err(|e| refused("cannot listen on", e))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| refused("cannot listen on", e))?;
-        let addr = std_listener
+        // Bound inside this runtime's context without blocking on it, so that starting works
+        // from inside another runtime too (the tests run one).
+        let _in_runtime = runtime.enter();
+        let listener = listener(listen).map_err(|e| refused("cannot listen on", e))?;
+        let addr = listener
             .local_addr()
             .map_err(|e| refused("the bound address of", e))?;
-        let _in_runtime = runtime.enter();
-        let listener = TcpListener::from_std(std_listener).map_err(|e| refused("cannot listen on", e))?;
         let versions = channels
             .iter()
             .cloned()

@@ -61,7 +61,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::config::TaxiiMember;
 use crate::datadir::DataDir;
@@ -366,9 +365,11 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| CollectorError::Refused(format!("starting the TAXII server's runtime: {e}")))?;
-        let listener = runtime
-            .block_on(TcpListener::bind(listen))
-            .map_err(|e| CollectorError::Refused(format!("TAXII server: binding {listen}: {e}")))?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            crate::channel::listener(listen)
+                .map_err(|e| CollectorError::Refused(format!("TAXII server: binding {listen}: {e}")))?
+        };
         let addr = listener
             .local_addr()
             .map_err(|e| CollectorError::Refused(format!("TAXII server: {listen}: {e}")))?;
