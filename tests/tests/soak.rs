@@ -1153,7 +1153,7 @@ fn a_full_disk_under_the_agent_keeps_the_last_good_set_and_both_recover() {
         started,
         &format!(
             "agent: 4 MiB tmpfs, spool bound 4 held {} batch(es) with {} sighting(s) dropped by the bound, \
-             filled {} KiB, install of v{published} refused ({}), v1 kept and verifying, v{published} installed \
+             filled {} KiB, install of v{published} failed ({}), v1 kept and verifying, v{published} installed \
              after space returned, {} files delivered once (count sum {total}); collector: ingest on a full \
              64 MiB tmpfs refused ({}), {base} indicators kept, ingest after space returned: {}",
             spool.0,
@@ -1161,7 +1161,7 @@ fn a_full_disk_under_the_agent_keeps_the_last_good_set_and_both_recover() {
             filled / 1024,
             failure.trim().chars().take(200).collect::<String>(),
             files.len(),
-            err.trim().lines().last().unwrap_or_default().chars().take(120).collect::<String>(),
+            err.trim().lines().last().unwrap_or_default().chars().take(240).collect::<String>(),
             base + many.len()
         ),
     );
