@@ -55,19 +55,11 @@ pub fn taxii_query(target: &str) {
     let Some((route, params)) = api::route(target) else {
         return;
     };
-    // The server's own list for this endpoint, and the widest list too, so that every
-    // parameter's decoding is reached from any route.
+    // The server's own list for this endpoint, and the widest list too (an objects listing's),
+    // so that every parameter's decoding is reached from any route.
     let allowed = api::allowed_params(&route);
-    const LISTING: &[&str] = &[
-        "added_after",
-        "limit",
-        "next",
-        "match[id]",
-        "match[type]",
-        "match[version]",
-        "match[spec_version]",
-    ];
-    for allowed in [allowed, LISTING] {
+    let listing = api::allowed_params(&api::Route::Objects(String::new(), String::new()));
+    for allowed in [allowed, listing] {
         if let Ok(f) = api::filter(&params, allowed) {
             assert!(
                 (1..=api::MAX_PAGE).contains(&f.limit),
