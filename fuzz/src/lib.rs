@@ -916,17 +916,10 @@ mod tests {
             let text = std::str::from_utf8(&bytes).unwrap();
             match target {
                 "taxii_query" => {
-                    let (_, params) = picket_collector::taxii_server::api::route(text).unwrap();
-                    let all = [
-                        "added_after",
-                        "limit",
-                        "next",
-                        "match[id]",
-                        "match[type]",
-                        "match[version]",
-                        "match[spec_version]",
-                    ];
-                    picket_collector::taxii_server::api::filter(&params, &all).unwrap();
+                    use picket_collector::taxii_server::api;
+                    let (_, params) = api::route(text).unwrap();
+                    let all = api::allowed_params(&api::Route::Objects(String::new(), String::new()));
+                    api::filter(&params, all).unwrap();
                     taxii_query(text);
                 }
                 "misp_feed_manifest" => {

@@ -708,8 +708,9 @@ fn basic_authorization(credentials: &Credentials) -> Result<HeaderValue, TaxiiEr
     Ok(value)
 }
 
-/// Standard base64 with padding (RFC 4648 section 4).
-pub(super) fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648 section 4): HTTP Basic credentials, and STIX binary
+/// literals.
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

@@ -37,7 +37,7 @@ use sha1::{Digest, Sha1};
 use crate::ingest::{Batch, Defaults, MAX_INGEST_FILE};
 use crate::CollectorError;
 
-pub use client::{parse_status, Client, ObjectsPage, Status, StatusDetails};
+pub use client::{base64, parse_status, Client, ObjectsPage, Status, StatusDetails};
 pub use error::TaxiiError;
 pub use paging::{PageInfo, PageRequest, Paging, PagingError};
 pub use resources::{

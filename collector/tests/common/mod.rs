@@ -117,21 +117,8 @@ pub fn taxii_client_config(data: &Path) -> rustls::ClientConfig {
     config
 }
 
-/// Standard base64 (with padding) of `s`, for HTTP Basic credentials.
+/// Standard base64 (with padding) of `s`, for HTTP Basic credentials: the collector's own
+/// encoder, which its TAXII client uses.
 pub fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in s.as_bytes().chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    picket_collector::taxii::base64(s.as_bytes())
 }
